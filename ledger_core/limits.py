@@ -1,0 +1,70 @@
+"""Every limit of the ledger, named in one place.
+
+TigerBeetle's rule: put a limit on everything, and say why. Each constant here is enforced by
+exactly one guard in the domain (or the API for wire-only limits) and tested at and past its edge.
+"""
+
+from typing import Final
+
+# Amounts -----------------------------------------------------------------------------------------
+
+#: Largest amount of one entry, in minor units. 10**18 - 1 keeps every amount, and any sum of up to
+#: nine of them, inside a signed 64-bit integer, which is what SQLite and PostgreSQL `bigint` store
+#: exactly. (USD: ten quadrillion dollars; BTC at 8 places: ten billion coins.)
+MAX_AMOUNT_MINOR: Final = 10**18 - 1
+
+#: Largest magnitude any balance (posted, or a pending total) may reach, in minor units: a posting
+#: that would take a balance past it is refused with `invalid-amount`, so no read model overflows
+#: a signed 64-bit column.
+MAX_BALANCE_MINOR: Final = 2**63 - 1
+
+#: Largest exponent (decimal places) of a currency or registered asset (API.md: 0-18).
+MAX_CURRENCY_EXPONENT: Final = 18
+
+# Postings ----------------------------------------------------------------------------------------
+
+#: A posting has at least two entries: one debit and one credit.
+MIN_ENTRIES_PER_POSTING: Final = 2
+#: At most this many entries in one posting: a split across 100 accounts covers payroll-style
+#: postings while bounding the work and the event size of one posting.
+MAX_ENTRIES_PER_POSTING: Final = 100
+#: At most this many postings in one all-or-nothing batch (API.md: 1-1000).
+MAX_POSTINGS_PER_BATCH: Final = 1000
+
+# Text and metadata -------------------------------------------------------------------------------
+
+MAX_SPACE_NAME_LENGTH: Final = 200
+MAX_ACCOUNT_NAME_LENGTH: Final = 200
+MAX_ACCOUNT_CODE_LENGTH: Final = 64
+MAX_DESCRIPTION_LENGTH: Final = 1000
+MAX_MERCHANT_LENGTH: Final = 200
+MAX_REASON_LENGTH: Final = 500
+MAX_ASSET_NAME_LENGTH: Final = 200
+#: Metadata is a flat map of string keys to string values.
+MAX_METADATA_KEYS: Final = 32
+MAX_METADATA_KEY_LENGTH: Final = 64
+MAX_METADATA_VALUE_LENGTH: Final = 1000
+#: Total of the UTF-8 lengths of every key and value of one metadata map.
+MAX_METADATA_BYTES: Final = 8192
+
+# Idempotency -------------------------------------------------------------------------------------
+
+#: An idempotency key is 1-255 printable ASCII characters (API.md).
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+
+#: A token is granted at most this many spaces (an admin token needs none).
+MAX_SPACES_PER_TOKEN: Final = 1000
+
+# Write path --------------------------------------------------------------------------------------
+
+#: The writer appends at most this many commands in one database transaction (group commit).
+MAX_COMMANDS_PER_APPEND: Final = 2000
+#: How many recent idempotency keys each space keeps in memory; older keys are found in the
+#: commands table, whose primary key is what makes a key unique forever.
+RECENT_KEYS_PER_SPACE: Final = 50_000
+#: A snapshot of a space's state is written after this many new events in its stream, so loading a
+#: space replays at most this many events after the snapshot.
+SNAPSHOT_INTERVAL_EVENTS: Final = 5_000
+#: How many times the writer retries a batch after a concurrent writer (another process) appended
+#: to the same space first, before answering `unavailable`.
+MAX_APPEND_ATTEMPTS: Final = 20

@@ -1,0 +1,127 @@
+"""What commands answer: frozen records of spaces, accounts, postings and assets.
+
+A record is the state at the moment the command was applied; it is stored with the command's
+idempotency key, so a retry answers exactly the same record forever. Amounts are integer minor
+units; the HTTP layer renders them with the currency's exponent.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from ledger_core.types import (
+    AccountStatus,
+    AccountSubtype,
+    AccountType,
+    Direction,
+    PostingStatus,
+)
+
+
+class SpaceRecord(msgspec.Struct, frozen=True, kw_only=True, tag="space", tag_field="record"):
+    id: UUID
+    name: str
+    base_currency: str
+    recorded_at: datetime
+
+
+class AssetRecord(msgspec.Struct, frozen=True, kw_only=True, tag="asset", tag_field="record"):
+    code: str
+    exponent: int
+    name: str = ""
+
+
+class TokenRecord(msgspec.Struct, frozen=True, kw_only=True, tag="token", tag_field="record"):
+    id: UUID
+    role: Literal["admin", "write", "read"]
+    spaces: tuple[UUID, ...]
+    token_hash: str
+    revoked: bool = False
+
+
+class Balances(msgspec.Struct, frozen=True, kw_only=True):
+    """In the account's normal-balance direction (API.md). `pending_debits`/`pending_credits`
+    are the non-negative totals of open holds' entries; `available` is `posted` minus the open
+    holds' entries against the normal direction."""
+
+    posted: int = 0
+    pending_debits: int = 0
+    pending_credits: int = 0
+    available: int = 0
+
+
+class AccountRecord(msgspec.Struct, frozen=True, kw_only=True, tag="account", tag_field="record"):
+    id: UUID
+    space_id: UUID
+    name: str
+    type: AccountType
+    subtype: AccountSubtype
+    currency: str
+    code: str | None
+    overdraft_limit_minor: int | None
+    metadata: dict[str, str]
+    status: AccountStatus
+    normal_balance: Direction
+    balances: Balances
+
+
+class EntryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    account_id: UUID
+    direction: Direction
+    amount_minor: int
+    currency: str
+
+
+class PostingRecord(msgspec.Struct, frozen=True, kw_only=True, tag="posting", tag_field="record"):
+    id: UUID
+    space_id: UUID
+    status: PostingStatus
+    entries: tuple[EntryRecord, ...]
+    description: str
+    effective_date: date
+    merchant: str | None
+    category_id: UUID | None
+    metadata: dict[str, str]
+    pending: bool
+    expires_at: datetime | None
+    recorded_at: datetime
+    reverses: UUID | None = None
+    reversed_by: UUID | None = None
+    declined_reason: str | None = None
+
+
+class BatchRecord(msgspec.Struct, frozen=True, kw_only=True, tag="batch", tag_field="record"):
+    postings: tuple[PostingRecord, ...]
+
+
+class RefusalRecord(msgspec.Struct, frozen=True, kw_only=True, tag="refusal", tag_field="record"):
+    """A stored refusal: its code, detail and extra problem fields."""
+
+    code: str
+    detail: str
+    extra: dict[str, Any] = {}
+    posting: PostingRecord | None = None
+
+
+Outcome = (
+    SpaceRecord
+    | AssetRecord
+    | TokenRecord
+    | AccountRecord
+    | PostingRecord
+    | BatchRecord
+    | RefusalRecord
+)
+
+
+class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a command that succeeded. `position` is the log position that made it true
+    (None if it recorded nothing); `replayed` is True for the stored answer to a retry."""
+
+    outcome: SpaceRecord | AssetRecord | TokenRecord | AccountRecord | PostingRecord | BatchRecord
+    position: int | None
+    replayed: bool = False

@@ -1,0 +1,29 @@
+"""One settings object for the whole ledger (pydantic-settings), read from `LEDGER_*`
+environment variables. Every knob has a sane default; the database defaults to an SQLite file in
+the working directory."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
+
+
+class LedgerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+
+    #: `sqlite:///path` (relative to the working directory; `sqlite:////abs/path` for absolute)
+    #: or `postgresql://user:password@host:port/dbname`.
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Base64 of 32 random bytes: AES-256-GCM key for sensitive text at rest.
+    encryption_key: str | None = None
+    #: Bootstraps the first admin token of the HTTP API.
+    admin_token: str | None = None
+    #: Commands appended in one database transaction at most (group commit).
+    max_commands_per_append: int = Field(default=2000, ge=1, le=2000)
+    #: PostgreSQL connection pool of the process.
+    postgres_pool_size: int = Field(default=4, ge=1, le=64)
+    postgres_max_overflow: int = Field(default=8, ge=0, le=64)
+    #: How long a read waits for `Ledger-Min-Position` before answering 503.
+    position_wait_seconds: float = Field(default=5.0, gt=0, le=60)

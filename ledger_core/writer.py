@@ -1,0 +1,1102 @@
+"""The writer: one thread that applies queued commands to the cached state of their spaces and
+appends each batch of results in one database transaction (group commit).
+
+Why one thread: a space is one consistency unit, and deciding a posting needs its accounts'
+current balances. Callers (asyncio tasks or threads) queue commands; the writer takes everything
+queued (up to `MAX_COMMANDS_PER_APPEND`), decides each command in order against the in-memory
+state (so later commands see earlier ones), appends all events, command rows and posting updates
+at once, then wakes each caller (one wake-up per event loop per batch).
+
+Across processes (PostgreSQL), each space's stream version is the lock: if another process
+appended to a space first, the append fails on the stream's primary key, the writer rolls its
+in-memory changes back (the state journal), catches the space up from the store, re-reads the
+batch's idempotency keys from the commands table and decides the batch again. So invariant 3 holds
+however many processes write, and nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any, Final, TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import StoredEvent
+
+from ledger_core import commands as cmd
+from ledger_core import errors, rules
+from ledger_core import events as ev
+from ledger_core.codec import decode_event, decode_outcome, encode_event, encode_outcome
+from ledger_core.limits import (
+    MAX_APPEND_ATTEMPTS,
+    MAX_ASSET_NAME_LENGTH,
+    MAX_COMMANDS_PER_APPEND,
+    MAX_POSTINGS_PER_BATCH,
+    MAX_SPACE_NAME_LENGTH,
+    MAX_SPACES_PER_TOKEN,
+    SNAPSHOT_INTERVAL_EVENTS,
+)
+from ledger_core.money import ISO_4217_EXPONENTS, CurrencyTable, check_asset_code, check_exponent
+from ledger_core.records import (
+    AssetRecord,
+    BatchRecord,
+    CommandResult,
+    Outcome,
+    PostingRecord,
+    RefusalRecord,
+    SpaceRecord,
+    TokenRecord,
+)
+from ledger_core.state import (
+    SNAPSHOT_TOPIC,
+    PostingInfo,
+    SpaceState,
+    decode_snapshot,
+    encode_snapshot,
+)
+from ledger_core.store import (
+    GLOBAL_SCOPE,
+    AppendBatch,
+    AppendConflict,
+    CommandRow,
+    LedgerStore,
+    PostingUpdate,
+    StoreUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How many spaces the writer keeps loaded; the least recently used is dropped past it (and
+#: reloaded from its snapshot when next used).
+MAX_CACHED_SPACES: Final = 10_000
+#: When no command arrives for this long, the writer expires due holds in the loaded spaces.
+IDLE_SWEEP_SECONDS: Final = 1.0
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyAnswer(msgspec.Struct):
+    """What a space remembers of an idempotency key: the request's fingerprint, the answer,
+    and its command row (whose position is known once the batch commits)."""
+
+    fingerprint: bytes
+    outcome: Outcome
+    row: CommandRow
+
+
+class GlobalState(SpaceState):
+    """The global scope: registered assets and API tokens (the global stream), and the global
+    idempotency keys."""
+
+    def __init__(self) -> None:
+        super().__init__(ev.GLOBAL_STREAM_ID)
+        self.assets: dict[str, int] = {}
+        self.asset_names: dict[str, str] = {}
+        self.tokens: dict[UUID, TokenRecord] = {}
+        self.token_ids_by_hash: dict[str, UUID] = {}
+
+    def _tables(self) -> dict[int, Any]:
+        tables = super()._tables()
+        for table in (self.assets, self.asset_names, self.tokens, self.token_ids_by_hash):
+            tables[id(table)] = table
+        return tables
+
+    def apply(self, event: ev.Event) -> None:
+        self.version += 1
+        if isinstance(event, ev.AssetRegistered):
+            self.set_entry(self.assets, event.code, event.exponent)
+            self.set_entry(self.asset_names, event.code, event.name)
+        elif isinstance(event, ev.TokenIssued):
+            token = TokenRecord(
+                id=event.token_id,
+                role=event.role,
+                spaces=event.spaces,
+                token_hash=event.token_hash,
+            )
+            self.set_entry(self.tokens, event.token_id, token)
+            self.set_entry(self.token_ids_by_hash, event.token_hash, event.token_id)
+        elif isinstance(event, ev.TokenRevoked):
+            token = self.tokens[event.token_id]
+            self.set_entry(
+                self.tokens, event.token_id, msgspec.structs.replace(token, revoked=True)
+            )
+            self.delete_entry(self.token_ids_by_hash, token.token_hash)
+        else:  # pragma: no cover - the global stream holds only these
+            raise TypeError(f"not a global event: {type(event).__name__}")
+
+
+class _Request:
+    """A queued command and how to answer its caller."""
+
+    __slots__ = ("answer", "command", "error", "future", "loop", "replayed")
+
+    def __init__(self, command: cmd.Command) -> None:
+        self.command = command
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: Any = None
+        self.answer: KeyAnswer | None = None
+        self.error: errors.LedgerError | None = None
+        self.replayed = False
+
+    def reset(self) -> None:
+        self.answer = None
+        self.error = None
+        self.replayed = False
+
+
+class _Call:
+    """A function to run on the writer thread between batches (consistent reads)."""
+
+    __slots__ = ("function", "future")
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self.function = function
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+
+_STOP: Final = object()
+
+
+class _Plan:
+    """What one attempt at a batch will append."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.today: date = now.date()
+        self.batch = AppendBatch()
+        self.new_spaces: dict[UUID, SpaceState] = {}
+
+    def add_event(self, state: SpaceState, event: ev.Event) -> int:
+        """Apply `event` to `state` as its next version and queue it; return its index."""
+        state.apply(event)
+        topic, payload = encode_event(event)
+        self.batch.events.append(
+            StoredEvent(
+                originator_id=state.space_id,
+                originator_version=state.version,
+                topic=topic,
+                state=payload,
+            )
+        )
+        return len(self.batch.events) - 1
+
+
+class Writer:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        clock: Clock = utc_now,
+        max_commands_per_append: int = MAX_COMMANDS_PER_APPEND,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.max_commands_per_append = max_commands_per_append
+        self.global_state = GlobalState()
+        self.currencies = CurrencyTable(self.global_state.assets)
+        self.spaces: OrderedDict[UUID, SpaceState] = OrderedDict()
+        self.snapshot_versions: dict[UUID, int] = {}
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.batches = 0
+        self.commands = 0
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._load_global()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # Submission --------------------------------------------------------------------------------
+
+    def submit_async(self, command: cmd.Command) -> asyncio.Future[CommandResult]:
+        if self._closed:
+            raise errors.Unavailable("the ledger is closed")
+        request = _Request(command)
+        request.loop = asyncio.get_running_loop()
+        request.future = request.loop.create_future()
+        self._queue.put(request)
+        future: asyncio.Future[CommandResult] = request.future
+        return future
+
+    def submit(self, command: cmd.Command) -> concurrent.futures.Future[CommandResult]:
+        if self._closed:
+            raise errors.Unavailable("the ledger is closed")
+        request = _Request(command)
+        request.future = concurrent.futures.Future()
+        self._queue.put(request)
+        future: concurrent.futures.Future[CommandResult] = request.future
+        return future
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run `function` on the writer thread, between batches, and return its result."""
+        if self._closed:
+            raise errors.Unavailable("the ledger is closed")
+        item = _Call(function)
+        self._queue.put(item)
+        result: T = item.future.result()
+        return result
+
+    # The loop ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_SWEEP_SECONDS)
+            except queue.Empty:
+                self._guarded(self._sweep_idle)
+                continue
+            if first is _STOP:
+                break
+            items = [first]
+            stop = False
+            while len(items) < self.max_commands_per_append:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                items.append(item)
+            requests = [i for i in items if isinstance(i, _Request)]
+            if requests:
+                self._guarded(functools.partial(self._process, requests), requests)
+            for item in items:
+                if isinstance(item, _Call):
+                    try:
+                        item.future.set_result(item.function())
+                    except BaseException as error:  # the caller gets whatever was raised
+                        item.future.set_exception(error)
+            if stop:
+                break
+        self._fail_queued()
+
+    def _guarded(self, work: Callable[[], None], requests: list[_Request] | None = None) -> None:
+        try:
+            work()
+        except Exception as error:  # a bug or a database failure: no caller waits forever
+            logger.exception("ledger writer failed a batch")
+            for request in requests or []:
+                if not _is_done(request):
+                    request.error = errors.Unavailable(f"the ledger failed: {error}")
+                    request.answer = None
+            self._drop_touched()
+            if requests:
+                self._deliver(requests)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Request):
+                item.error = errors.Unavailable("the ledger is closed")
+                self._deliver([item])
+            elif isinstance(item, _Call):
+                item.future.set_exception(errors.Unavailable("the ledger is closed"))
+
+    # A batch -----------------------------------------------------------------------------------
+
+    def _process(self, requests: list[_Request]) -> None:
+        self.batches += 1
+        self.commands += len(requests)
+        now = self.clock()
+        live = [r for r in requests if self._admit(r)]
+        states = self._states_for(live)
+        live = [r for r in live if r.error is None]
+        touched = list(states.values())
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
+            plan = _Plan(now)
+            self._prefetch_postings(live, states)
+            for state in touched:
+                state.begin()
+            self.global_state.begin()
+            for state in touched:
+                self._expire_due(state, plan)
+            for request in live:
+                request.reset()
+                self._decide(request, states, plan)
+            try:
+                if _has_work(plan.batch):
+                    self.store.append(plan.batch)
+            except AppendConflict:
+                self._rollback(touched)
+                self._catch_up(touched)
+                self._load_keys(live, states)
+                continue
+            except StoreUnavailable as error:
+                self._rollback(touched)
+                self._fail(live, errors.Unavailable(f"the database failed: {error}"))
+                self._deliver(requests)
+                return
+            for state in touched:
+                state.commit()
+            self.global_state.commit()
+            for space_id, state in plan.new_spaces.items():
+                self._cache(space_id, state)
+                self.snapshot_versions[space_id] = 0
+            self._snapshot(touched)
+            self._deliver(requests)
+            return
+        self._fail(
+            live,
+            errors.Unavailable(
+                "other writers kept appending to this space; retry with the same key"
+            ),
+        )
+        self._deliver(requests)
+
+    @staticmethod
+    def _fail(requests: list[_Request], error: errors.Unavailable) -> None:
+        for request in requests:
+            request.reset()
+            request.error = error
+
+    def _admit(self, request: _Request) -> bool:
+        try:
+            rules.check_idempotency_key(request.command.idempotency_key)
+            if not isinstance(request.command, _HANDLED):
+                raise errors.InvalidRequest(f"unknown command {type(request.command).__name__}")
+        except errors.LedgerError as error:
+            request.error = error
+            return False
+        return True
+
+    def _states_for(self, requests: list[_Request]) -> dict[UUID, SpaceState]:
+        """The loaded state of every space the requests name; a request for a space that does
+        not exist fails with `space-not-found`."""
+        states: dict[UUID, SpaceState] = {}
+        for request in requests:
+            space_id = _space_of(request.command)
+            if space_id is None or space_id in states:
+                continue
+            state = self._space(space_id)
+            if state is None:
+                request.error = errors.SpaceNotFound(f"no space {space_id}")
+            else:
+                states[space_id] = state
+        return states
+
+    def _rollback(self, touched: list[SpaceState]) -> None:
+        for state in touched:
+            state.rollback()
+        self.global_state.rollback()
+
+    def _drop_touched(self) -> None:
+        """After an unexpected failure, forget every loaded space: they reload from the store."""
+        self.spaces.clear()
+        self.global_state = GlobalState()
+        self.currencies = CurrencyTable(self.global_state.assets)
+        self._load_global()
+
+    # Deciding one command ----------------------------------------------------------------------
+
+    def _decide(self, request: _Request, states: dict[UUID, SpaceState], plan: _Plan) -> None:
+        command = request.command
+        space_id = _space_of(command)
+        if space_id is not None and space_id not in states:
+            request.error = errors.SpaceNotFound(f"no space {space_id}")
+            return
+        scope_state: SpaceState = states[space_id] if space_id is not None else self.global_state
+        scope_id = space_id if space_id is not None else GLOBAL_SCOPE
+        key = command.idempotency_key
+        row_id = rules.command_id(scope_id, key)
+        fingerprint = cmd.command_fingerprint(command)
+        known: KeyAnswer | None = scope_state.recent_keys.get(row_id)
+        if known is not None:
+            if known.fingerprint != fingerprint:
+                request.error = errors.IdempotencyKeyReused(
+                    "this idempotency key was used for another request"
+                )
+            else:
+                request.answer = known
+                request.replayed = True
+                request.error = _refusal_error_of(known.outcome)
+                if request.error is not None:
+                    request.error.replayed = True
+            return
+        row = CommandRow(scope_id=scope_id, id=row_id, idempotency_key=key, fingerprint=fingerprint)
+        handler = _HANDLERS[type(command)]
+        try:
+            outcome = handler(self, command, scope_state, plan, row)
+        except errors.LedgerError as error:
+            if not error.stored:
+                request.error = error
+                return
+            outcome = RefusalRecord(code=error.code, detail=error.detail, extra=error.extra)
+            request.error = error
+        else:
+            request.error = _refusal_error_of(outcome)
+        row.outcome = encode_outcome(outcome)
+        plan.batch.command_rows.append(row)
+        request.answer = KeyAnswer(fingerprint, outcome, row)
+        scope_state.remember_key(row_id, request.answer)
+
+    # Handlers: each returns the command's answer, or raises a refusal ------------------------
+
+    def _open_space(
+        self, command: cmd.OpenSpace, scope: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        rules.check_text(command.name, "name", MAX_SPACE_NAME_LENGTH, required=True)
+        self.currencies.exponent(command.base_currency)
+        space_id = row.id
+        state = SpaceState(space_id)
+        event = ev.SpaceOpened(
+            space_id=space_id,
+            name=command.name,
+            base_currency=command.base_currency,
+            recorded_at=plan.now,
+            idempotency_key=command.idempotency_key,
+            context=command.context,
+        )
+        row.event_index = plan.add_event(state, event)
+        plan.new_spaces[space_id] = state
+        return SpaceRecord(
+            id=space_id,
+            name=command.name,
+            base_currency=command.base_currency,
+            recorded_at=plan.now,
+        )
+
+    def _register_asset(
+        self, command: cmd.RegisterAsset, scope: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        code = check_asset_code(command.code)
+        exponent = check_exponent(command.exponent)
+        rules.check_text(command.name, "name", MAX_ASSET_NAME_LENGTH)
+        existing = ISO_4217_EXPONENTS.get(code, self.global_state.assets.get(code))
+        if existing is not None:
+            if existing != exponent:
+                raise errors.AssetExists(f"{code} exists with exponent {existing}")
+            name = self.global_state.asset_names.get(code, command.name)
+            return AssetRecord(code=code, exponent=exponent, name=name)
+        event = ev.AssetRegistered(
+            code=code,
+            exponent=exponent,
+            name=command.name,
+            recorded_at=plan.now,
+            idempotency_key=command.idempotency_key,
+            context=command.context,
+        )
+        row.event_index = plan.add_event(self.global_state, event)
+        return AssetRecord(code=code, exponent=exponent, name=command.name)
+
+    def _open_account(
+        self, command: cmd.OpenAccount, state: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        fields = rules.decide_open_account(
+            state,
+            self.currencies,
+            account_id=row.id,
+            name=command.name,
+            type=command.type,
+            subtype=command.subtype,
+            currency=command.currency,
+            code=command.code,
+            overdraft_limit=command.overdraft_limit,
+            metadata=command.metadata,
+        )
+        event = ev.AccountOpened(
+            **fields,  # type: ignore[arg-type]
+            recorded_at=plan.now,
+            idempotency_key=command.idempotency_key,
+            context=command.context,
+        )
+        row.event_index = plan.add_event(state, event)
+        return state.accounts[row.id].record(state.space_id)
+
+    def _update_account(
+        self, command: cmd.UpdateAccount, state: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        account = rules.account_or_404(state, command.account_id)
+        changes = rules.decide_update_account(
+            account, self.currencies, command.name, command.overdraft_limit, command.metadata
+        )
+        if changes:
+            event = ev.AccountUpdated(
+                account_id=account.id,
+                **changes,  # type: ignore[arg-type]
+                recorded_at=plan.now,
+                idempotency_key=command.idempotency_key,
+                context=command.context,
+            )
+            row.event_index = plan.add_event(state, event)
+        return state.accounts[account.id].record(state.space_id)
+
+    def _set_status(
+        self,
+        command: cmd.FreezeAccount | cmd.UnfreezeAccount | cmd.CloseAccount,
+        state: SpaceState,
+        plan: _Plan,
+        row: CommandRow,
+    ) -> Outcome:
+        account = rules.account_or_404(state, command.account_id)
+        rules.check_reason(command.reason)
+        event_type: type[ev.AccountFrozen | ev.AccountUnfrozen | ev.AccountClosed]
+        if isinstance(command, cmd.CloseAccount):
+            rules.decide_close(account)
+            event_type, target = ev.AccountClosed, "closed"
+        else:
+            rules.check_not_closed(account)
+            frozen = isinstance(command, cmd.FreezeAccount)
+            event_type, target = (
+                (ev.AccountFrozen, "frozen") if frozen else (ev.AccountUnfrozen, "active")
+            )
+        if account.status != target:
+            event = event_type(
+                account_id=account.id,
+                reason=command.reason,
+                recorded_at=plan.now,
+                idempotency_key=command.idempotency_key,
+                context=command.context,
+            )
+            row.event_index = plan.add_event(state, event)
+        return state.accounts[account.id].record(state.space_id)
+
+    def _record_posting(
+        self, command: cmd.RecordPosting, state: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        spec = command.posting
+        try:
+            entries, _ = rules.decide_posting(state, self.currencies, spec, plan.now, {})
+        except rules.Decline as decline:
+            return self._decline(command, spec, decline, state, plan, row, reverses=None)
+        event = _posting_event(command, spec, row.id, entries, plan, reverses=None, index=None)
+        row.event_index = plan.add_event(state, event)
+        row.posting_status = "pending" if spec.pending else "posted"
+        row.posting_version = state.version
+        return state.posting_record(event, row.posting_status)  # type: ignore[arg-type]
+
+    def _decline(
+        self,
+        command: cmd.Command,
+        spec: cmd.PostingSpec | None,
+        decline: rules.Decline,
+        state: SpaceState,
+        plan: _Plan,
+        row: CommandRow,
+        reverses: UUID | None,
+        effective_date: date | None = None,
+        description: str = "",
+    ) -> Outcome:
+        event = ev.PostingDeclined(
+            posting_id=row.id,
+            entries=decline.entries,
+            effective_date=(spec.effective_date if spec else effective_date) or plan.today,
+            reason=decline.error.code,
+            detail=decline.error.detail,
+            description=spec.description if spec else description,
+            merchant=spec.merchant if spec else None,
+            category_id=spec.category_id if spec else None,
+            metadata=dict(spec.metadata or {}) if spec else {},
+            pending=spec.pending if spec else False,
+            expires_at=spec.expires_at if spec else None,
+            reverses=reverses,
+            recorded_at=plan.now,
+            idempotency_key=command.idempotency_key,
+            context=command.context,
+        )
+        row.event_index = plan.add_event(state, event)
+        row.posting_status = "declined"
+        row.posting_version = state.version
+        return RefusalRecord(
+            code=decline.error.code,
+            detail=decline.error.detail,
+            extra={"posting_id": str(row.id)},
+            posting=state.posting_record(event, "declined"),
+        )
+
+    def _record_batch(
+        self, command: cmd.RecordBatch, state: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        postings = command.postings
+        if not isinstance(postings, (tuple, list)) or not postings:
+            raise errors.InvalidRequest("a batch has at least one posting")
+        if len(postings) > MAX_POSTINGS_PER_BATCH:
+            raise errors.BatchTooLarge(f"a batch has at most {MAX_POSTINGS_PER_BATCH} postings")
+        decided: list[tuple[cmd.PostingSpec, tuple[ev.EntryRecorded, ...]]] = []
+        earlier: rules.Deltas = {}
+        for index, spec in enumerate(postings):
+            try:
+                entries, deltas = rules.decide_posting(
+                    state, self.currencies, spec, plan.now, earlier
+                )
+            except rules.Decline as decline:
+                raise _item_failed(index, decline.error) from None
+            except errors.LedgerError as error:
+                if not error.stored:
+                    raise
+                raise _item_failed(index, error) from None
+            rules.merge_deltas(earlier, deltas)
+            decided.append((spec, entries))
+        records: list[PostingRecord] = []
+        for index, (spec, entries) in enumerate(decided):
+            posting_id = rules.batch_item_id(state.space_id, command.idempotency_key, index)
+            event = _posting_event(command, spec, posting_id, entries, plan, None, index)
+            event_index = plan.add_event(state, event)
+            status = "pending" if spec.pending else "posted"
+            plan.batch.command_rows.append(
+                CommandRow(
+                    scope_id=state.space_id,
+                    id=posting_id,
+                    idempotency_key=command.idempotency_key,
+                    event_index=event_index,
+                    posting_status=status,
+                    posting_version=state.version,
+                )
+            )
+            records.append(state.posting_record(event, status))  # type: ignore[arg-type]
+            row.event_index = event_index
+        return BatchRecord(postings=tuple(records))
+
+    def _post_or_void(
+        self,
+        command: cmd.PostPending | cmd.VoidPending,
+        state: SpaceState,
+        plan: _Plan,
+        row: CommandRow,
+    ) -> Outcome:
+        hold = self._open_hold(
+            state, command.posting_id, posting=isinstance(command, cmd.PostPending)
+        )
+        event: ev.Event
+        if isinstance(command, cmd.PostPending):
+            entries = rules.decide_capture(self.currencies, hold, command.amount)
+            event = ev.PendingPostingPosted(
+                posting_id=hold.posting_id,
+                entries=entries,
+                recorded_at=plan.now,
+                idempotency_key=command.idempotency_key,
+                context=command.context,
+            )
+            status = "posted"
+        else:
+            rules.check_reason(command.reason)
+            entries = hold.entries
+            event = ev.PendingPostingVoided(
+                posting_id=hold.posting_id,
+                reason=command.reason,
+                recorded_at=plan.now,
+                idempotency_key=command.idempotency_key,
+                context=command.context,
+            )
+            status = "voided"
+        row.event_index = plan.add_event(state, event)
+        plan.batch.posting_updates.append(
+            PostingUpdate(
+                space_id=state.space_id,
+                posting_id=hold.posting_id,
+                posting_status=status,
+                posting_version=state.version if status == "posted" else None,
+            )
+        )
+        return state.posting_record(hold, status, entries)  # type: ignore[arg-type]
+
+    def _open_hold(
+        self, state: SpaceState, posting_id: UUID, *, posting: bool
+    ) -> ev.PostingRecorded:
+        hold = state.holds.get(posting_id)
+        if hold is not None:
+            return hold[0]
+        info = state.recent_postings.get(posting_id)
+        if info is None:
+            raise errors.PostingNotFound(f"no posting {posting_id} in this space")
+        if info.status == "expired" and posting:
+            raise errors.PendingExpired(f"posting {posting_id} expired")
+        raise errors.PostingNotPending(f"posting {posting_id} is {info.status}, not pending")
+
+    def _reverse(
+        self, command: cmd.ReversePosting, state: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        original_id = command.posting_id
+        rules.check_optional_text(command.description, "description", 1000)
+        if original_id in state.holds:
+            raise errors.PostingNotPosted(f"posting {original_id} is pending, not posted")
+        info = state.recent_postings.get(original_id)
+        if info is None:
+            raise errors.PostingNotFound(f"no posting {original_id} in this space")
+        if info.status != "posted":
+            raise errors.PostingNotPosted(f"posting {original_id} is {info.status}, not posted")
+        if info.reversed_by is not None:
+            raise errors.PostingAlreadyReversed(
+                f"posting {original_id} was reversed by {info.reversed_by}"
+            )
+        description = command.description or f"Reversal of {original_id}"
+        effective_date = command.effective_date or plan.today
+        try:
+            entries, _ = rules.decide_reversal(state, info.entries)
+        except rules.Decline as decline:
+            return self._decline(
+                command,
+                None,
+                decline,
+                state,
+                plan,
+                row,
+                reverses=original_id,
+                effective_date=effective_date,
+                description=description,
+            )
+        event = ev.PostingRecorded(
+            posting_id=row.id,
+            entries=entries,
+            effective_date=effective_date,
+            description=description,
+            reverses=original_id,
+            recorded_at=plan.now,
+            idempotency_key=command.idempotency_key,
+            context=command.context,
+        )
+        row.event_index = plan.add_event(state, event)
+        row.posting_status = "posted"
+        row.posting_version = state.version
+        plan.batch.posting_updates.append(
+            PostingUpdate(space_id=state.space_id, posting_id=original_id, reversed_by=row.id)
+        )
+        return state.posting_record(event, "posted")
+
+    def _issue_token(
+        self, command: cmd.IssueToken, scope: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        if command.role not in ("admin", "write", "read"):
+            raise errors.InvalidRequest("role is admin, write or read")
+        if not rules.TOKEN_HASH_PATTERN.fullmatch(command.token_hash):
+            raise errors.InvalidRequest("token_hash is the hex SHA-256 of the token")
+        if command.token_hash in self.global_state.token_ids_by_hash:
+            raise errors.InvalidRequest("a token with this hash exists")
+        if len(command.spaces) > MAX_SPACES_PER_TOKEN:
+            raise errors.InvalidRequest(f"a token names at most {MAX_SPACES_PER_TOKEN} spaces")
+        event = ev.TokenIssued(
+            token_id=row.id,
+            token_hash=command.token_hash,
+            role=command.role,
+            spaces=tuple(command.spaces),
+            recorded_at=plan.now,
+            idempotency_key=command.idempotency_key,
+            context=command.context,
+        )
+        row.event_index = plan.add_event(self.global_state, event)
+        return self.global_state.tokens[row.id]
+
+    def _revoke_token(
+        self, command: cmd.RevokeToken, scope: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        token = self.global_state.tokens.get(command.token_id)
+        if token is None:
+            raise errors.TokenNotFound(f"no token {command.token_id}")
+        if not token.revoked:
+            event = ev.TokenRevoked(
+                token_id=token.id,
+                recorded_at=plan.now,
+                idempotency_key=command.idempotency_key,
+                context=command.context,
+            )
+            row.event_index = plan.add_event(self.global_state, event)
+        return self.global_state.tokens[token.id]
+
+    def _record_refusal(
+        self, command: cmd.RecordRefusal, state: SpaceState, plan: _Plan, row: CommandRow
+    ) -> Outcome:
+        error = errors.error_from_code(command.code, command.detail)
+        if not error.stored:
+            raise errors.InvalidRequest(f"{command.code} is not a refusal stored with a key")
+        raise error
+
+    # Holds that expire -------------------------------------------------------------------------
+
+    def _expire_due(self, state: SpaceState, plan: _Plan) -> None:
+        for hold, _version in state.due_holds(plan.now):
+            assert hold.expires_at is not None
+            event = ev.PendingPostingExpired(
+                posting_id=hold.posting_id, expires_at=hold.expires_at, recorded_at=plan.now
+            )
+            plan.add_event(state, event)
+            plan.batch.posting_updates.append(
+                PostingUpdate(
+                    space_id=state.space_id, posting_id=hold.posting_id, posting_status="expired"
+                )
+            )
+
+    def _sweep_idle(self) -> None:
+        self._load_global()  # tokens and assets another process recorded
+        now = self.clock()
+        due = [s for s in self.spaces.values() if s.expiries and s.expiries[0][0] <= now]
+        if due:
+            self.expire_due_holds(due)
+
+    def expire_due_holds(self, states: list[SpaceState] | None = None) -> int:
+        """Record the expiry of every due hold in the loaded spaces (writer thread only)."""
+        targets = list(self.spaces.values()) if states is None else states
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
+            plan = _Plan(self.clock())
+            for state in targets:
+                state.begin()
+                self._expire_due(state, plan)
+            try:
+                if plan.batch.events:
+                    self.store.append(plan.batch)
+            except AppendConflict:
+                for state in targets:
+                    state.rollback()
+                self._catch_up(targets)
+                continue
+            except StoreUnavailable:
+                for state in targets:
+                    state.rollback()
+                return 0
+            for state in targets:
+                state.commit()
+            self._snapshot(targets)
+            return len(plan.batch.events)
+        return 0
+
+    # Loading, catching up, caching -------------------------------------------------------------
+
+    def _load_global(self) -> None:
+        for stored in self.store.stream(
+            ev.GLOBAL_STREAM_ID, after_version=self.global_state.version
+        ):
+            self.global_state.apply(decode_event(stored.topic, stored.state))
+
+    def _space(self, space_id: UUID) -> SpaceState | None:
+        state = self.spaces.get(space_id)
+        if state is not None:
+            self.spaces.move_to_end(space_id)
+            return state
+        state = self.load_space(space_id)
+        if state is not None:
+            self._cache(space_id, state)
+        return state
+
+    def load_space(self, space_id: UUID) -> SpaceState | None:
+        """A space's state from its latest snapshot and the events after it (None: no space)."""
+        snapshot = self.store.latest_snapshot(space_id)
+        state = decode_snapshot(snapshot.state) if snapshot is not None else SpaceState(space_id)
+        self.snapshot_versions[space_id] = state.version
+        for stored in self.store.stream(space_id, after_version=state.version):
+            event = decode_event(stored.topic, stored.state)
+            if state.version == 0 and not isinstance(event, ev.SpaceOpened):
+                return None
+            state.apply(event)
+        if state.opened_at is None:
+            return None
+        return state
+
+    def _cache(self, space_id: UUID, state: SpaceState) -> None:
+        self.spaces[space_id] = state
+        self.spaces.move_to_end(space_id)
+        while len(self.spaces) > MAX_CACHED_SPACES:
+            evicted, _ = self.spaces.popitem(last=False)
+            self.snapshot_versions.pop(evicted, None)
+
+    def _catch_up(self, states: list[SpaceState]) -> None:
+        for state in states:
+            for stored in self.store.stream(state.space_id, after_version=state.version):
+                state.apply(decode_event(stored.topic, stored.state))
+        self._load_global()
+
+    def _load_keys(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
+        """After a conflict, read the commands table for every key of the batch that is not in
+        memory: one of them may have been used by another process, or long ago."""
+        wanted: dict[UUID, list[UUID]] = {}
+        for request in requests:
+            space_id = _space_of(request.command)
+            scope_id = space_id if space_id is not None else GLOBAL_SCOPE
+            scope_state = states.get(space_id) if space_id is not None else self.global_state
+            if scope_state is None:
+                continue
+            row_id = rules.command_id(scope_id, request.command.idempotency_key)
+            if row_id not in scope_state.recent_keys:
+                wanted.setdefault(scope_id, []).append(row_id)
+        for scope_id, ids in wanted.items():
+            scope_state = states.get(scope_id) if scope_id != GLOBAL_SCOPE else self.global_state
+            assert scope_state is not None
+            for row_id, row in self.store.command_rows(scope_id, ids).items():
+                if row.fingerprint is not None and row.outcome is not None:
+                    answer = KeyAnswer(row.fingerprint, decode_outcome(row.outcome), row)
+                    scope_state.remember_key(row_id, answer)
+
+    def _prefetch_postings(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
+        """Find the postings that captures, voids and reversals name and that are not in memory
+        (older than the recent-postings cache) in the commands table and the log."""
+        wanted: dict[UUID, list[UUID]] = {}
+        for request in requests:
+            command = request.command
+            if not isinstance(command, (cmd.PostPending, cmd.VoidPending, cmd.ReversePosting)):
+                continue
+            state = states.get(command.space_id)
+            if state is None:
+                continue
+            posting_id = command.posting_id
+            if posting_id not in state.holds and posting_id not in state.recent_postings:
+                wanted.setdefault(command.space_id, []).append(posting_id)
+        for space_id, ids in wanted.items():
+            state = states[space_id]
+            for posting_id, row in self.store.command_rows(space_id, ids).items():
+                if row.posting_status is None or row.posting_version is None:
+                    continue
+                stored = self.store.stream_event(space_id, row.posting_version)
+                if stored is None:
+                    continue
+                event = decode_event(stored.topic, stored.state)
+                entries = getattr(event, "entries", ())
+                state.recent_postings[posting_id] = PostingInfo(
+                    row.posting_status, row.posting_version, entries, row.reversed_by
+                )
+
+    def _snapshot(self, states: list[SpaceState]) -> None:
+        for state in states:
+            last = self.snapshot_versions.get(state.space_id, 0)
+            if state.version - last >= SNAPSHOT_INTERVAL_EVENTS:
+                self.store.save_snapshot(
+                    StoredEvent(
+                        originator_id=state.space_id,
+                        originator_version=state.version,
+                        topic=SNAPSHOT_TOPIC,
+                        state=encode_snapshot(state),
+                    )
+                )
+                self.snapshot_versions[state.space_id] = state.version
+
+    # Answering ---------------------------------------------------------------------------------
+
+    def _deliver(self, requests: list[_Request]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, bool]]] = {}
+        for request in requests:
+            value, failed = _answer_of(request)
+            if request.loop is None:
+                if failed:
+                    request.future.set_exception(value)
+                else:
+                    request.future.set_result(value)
+            else:
+                by_loop.setdefault(request.loop, []).append((request.future, value, failed))
+        for loop, answers in by_loop.items():
+            # A closed loop raises RuntimeError: its caller is gone and nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve_all, answers)
+
+
+def _resolve_all(answers: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
+    for future, value, failed in answers:
+        if future.done():
+            continue
+        if failed:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+
+def _answer_of(request: _Request) -> tuple[Any, bool]:
+    answer = request.answer
+    position = answer.row.position if answer is not None else None
+    if request.error is not None:
+        error = request.error
+        error.position = position
+        if answer is not None and isinstance(answer.outcome, RefusalRecord):
+            posting = answer.outcome.posting
+            error.posting_id = posting.id if posting is not None else None
+        return error, True
+    assert answer is not None
+    outcome = answer.outcome
+    assert not isinstance(outcome, RefusalRecord)
+    return CommandResult(outcome=outcome, position=position, replayed=request.replayed), False
+
+
+def _is_done(request: _Request) -> bool:
+    return request.future is not None and request.future.done()
+
+
+def _refusal_error_of(outcome: Outcome) -> errors.LedgerError | None:
+    if not isinstance(outcome, RefusalRecord):
+        return None
+    return errors.error_from_code(outcome.code, outcome.detail, outcome.extra)
+
+
+def _item_failed(index: int, error: errors.LedgerError) -> errors.BatchItemFailed:
+    return errors.BatchItemFailed(
+        f"posting {index} of the batch was refused ({error.code}): {error.detail}",
+        index=index,
+        item_code=error.code,
+    )
+
+
+def _posting_event(
+    command: cmd.Command,
+    spec: cmd.PostingSpec,
+    posting_id: UUID,
+    entries: tuple[ev.EntryRecorded, ...],
+    plan: _Plan,
+    reverses: UUID | None,
+    index: int | None,
+) -> ev.PostingRecorded:
+    return ev.PostingRecorded(
+        posting_id=posting_id,
+        entries=entries,
+        effective_date=spec.effective_date or plan.today,
+        description=spec.description,
+        merchant=spec.merchant,
+        category_id=spec.category_id,
+        metadata=dict(spec.metadata) if spec.metadata else {},
+        pending=spec.pending,
+        expires_at=spec.expires_at,
+        reverses=reverses,
+        batch_index=index,
+        recorded_at=plan.now,
+        idempotency_key=command.idempotency_key,
+        context=command.context,
+    )
+
+
+def _space_of(command: cmd.Command) -> UUID | None:
+    space_id = getattr(command, "space_id", None)
+    return space_id if isinstance(space_id, UUID) else None
+
+
+def _has_work(batch: AppendBatch) -> bool:
+    return bool(batch.events or batch.command_rows or batch.posting_updates)
+
+
+_HANDLERS: Final[dict[type[cmd.Command], Callable[..., Outcome]]] = {
+    cmd.OpenSpace: Writer._open_space,
+    cmd.RegisterAsset: Writer._register_asset,
+    cmd.OpenAccount: Writer._open_account,
+    cmd.UpdateAccount: Writer._update_account,
+    cmd.FreezeAccount: Writer._set_status,
+    cmd.UnfreezeAccount: Writer._set_status,
+    cmd.CloseAccount: Writer._set_status,
+    cmd.RecordPosting: Writer._record_posting,
+    cmd.RecordBatch: Writer._record_batch,
+    cmd.PostPending: Writer._post_or_void,
+    cmd.VoidPending: Writer._post_or_void,
+    cmd.ReversePosting: Writer._reverse,
+    cmd.RecordRefusal: Writer._record_refusal,
+    cmd.IssueToken: Writer._issue_token,
+    cmd.RevokeToken: Writer._revoke_token,
+}
+_HANDLED: Final = tuple(_HANDLERS)
