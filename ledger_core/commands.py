@@ -183,7 +183,13 @@ def command_fingerprint(command: Command) -> bytes:
     different fingerprint is `idempotency-key-reused`."""
     if isinstance(command, RecordRefusal):
         return command.fingerprint
-    content = msgspec.structs.asdict(command)
+    # UNSET fields (UpdateAccount: "leave as is") are left out: msgpack cannot encode UNSET, and
+    # an absent field still differs from an explicit None.
+    content = {
+        name: value
+        for name, value in msgspec.structs.asdict(command).items()
+        if value is not msgspec.UNSET
+    }
     content.pop("idempotency_key", None)
     content.pop("context", None)
     payload = _fingerprint_encoder.encode([type(command).__name__, content])
