@@ -1,0 +1,135 @@
+"""The benchmarks' code paths with minuscule parameters on SQLite, so they cannot rot unseen.
+
+They check the figures are consistent (counts, ratios, percentiles, the writer's counters), not
+how fast anything is: speed on a shared CI machine is noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import common, load_benchmark, write_benchmark
+
+
+def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None:
+    payload = write_benchmark.main(
+        [
+            "--backend=sqlite",
+            "--seconds=0.4",
+            "--warmup=0.1",
+            "--preload=1500",
+            "--accounts=12",
+            "--submitters",
+            "1",
+            "4",
+            "--sqlite-reference-seconds=0.2",
+            "--profile",
+            f"--results-dir={tmp_path}",
+            "--name=smoke",
+        ]
+    )
+
+    written = json.loads((tmp_path / "smoke.json").read_text())
+    assert written["cells"] == json.loads(json.dumps(payload["cells"]))
+    cells = payload["cells"]
+    measured = [(c["shape"], c["submitters"], c["profiled"]) for c in cells]
+    assert measured == [
+        ("uniform", 1, False),
+        ("uniform", 4, False),
+        ("hot", 1, False),
+        ("hot", 4, False),
+        ("uniform", 4, True),
+    ]
+    reference = payload["references"]["sqlite"]["mean"]
+    assert len(payload["references"]["sqlite"]["samples"]) == 2
+    for cell in cells:
+        assert cell["postings"] > 0
+        assert cell["refused"] == 0
+        assert cell["postings_per_second"] == pytest.approx(cell["postings"] / cell["seconds"])
+        assert 0 < cell["latency_ms_p50"] <= cell["latency_ms_p99"] <= cell["latency_ms_max"]
+        assert cell["writer_commands"] >= cell["writer_batches"] > 0
+        assert cell["reference_per_second"] == reference
+        assert cell["ratio"] == pytest.approx(cell["postings_per_second"] / reference)
+    assert payload["preload"]["sqlite"]["postings"] == 1500
+    assert "ledger_core/writer.py" in (tmp_path / "smoke_profile.txt").read_text()
+
+
+def test_the_targets_are_judged_on_the_64_submitter_cells() -> None:
+    def cell(shape: str, rate: float, ratio: float) -> write_benchmark.CellResult:
+        return write_benchmark.CellResult(
+            "postgresql",
+            shape,
+            64,
+            1.0,
+            int(rate),
+            rate,
+            1.0,
+            2.0,
+            3.0,
+            0,
+            1,
+            1,
+            1.0,
+            1.0,
+            ratio=ratio,
+        )
+
+    run = write_benchmark.BackendRun("postgresql", 1000, 0, 0.0)
+    run.cells = [cell("uniform", 10_000.0, 5.0), cell("hot", 7_900.0, 3.95)]
+    found = write_benchmark.targets([run])
+
+    assert [(t["measured"], t["met"]) for t in found] == [(5.0, True), (0.79, False)]
+    assert "MISSED by 1%" in write_benchmark.targets_text(found)
+
+
+def test_load_benchmark_builds_loads_and_times_a_fresh_process(tmp_path: Path) -> None:
+    payload = load_benchmark.main(
+        [
+            "--backend=sqlite",
+            "--postings=1200",
+            "--accounts=10",
+            "--repeats=2",
+            "--no-reference",
+            f"--results-dir={tmp_path}",
+        ]
+    )
+
+    (result,) = payload["results"]
+    assert json.loads((tmp_path / "load-sqlite.json").read_text())["results"][0]["postings"] == 1200
+    assert result["space_version"] == result["space_version_expected"] == 1 + 10 + 1200
+    assert result["accounts_loaded"] == 10
+    assert len(result["load_seconds"]) == 2
+    assert result["load_seconds_median"] > 0
+    assert result["fresh_process"]["first_command_seconds"] > 0
+    assert math.isnan(result["build_ratio_to_reference"])
+
+
+def test_pgbench_reference_output_is_parsed_and_errors_are_refused() -> None:
+    line = '{"pgbench_tpcb_16c_tps": 2147.3, "seconds": 20, "synchronous_commit": "on"}'
+    assert common.parse_pgbench_reference(f"noise\n{line}\n")["pgbench_tpcb_16c_tps"] == 2147.3
+    with pytest.raises(common.ReferenceUnavailable, match="cannot create"):
+        common.parse_pgbench_reference('{"error": "cannot create a scratch database"}')
+    with pytest.raises(common.ReferenceUnavailable, match="no JSON"):
+        common.parse_pgbench_reference("pgbench: command not found\n")
+
+
+def test_sqlite_reference_uses_the_stores_durability(tmp_path: Path) -> None:
+    figures = common.sqlite_commit_rate(0.1, directory=tmp_path)
+
+    assert figures["commits"] > 0
+    assert (figures["journal_mode"], figures["synchronous"]) == ("WAL", "FULL")
+    expected = figures["commits"] / figures["seconds"]
+    assert figures["sqlite_single_row_commits_per_second"] == expected
+    assert list(tmp_path.iterdir()) == []  # the scratch file is gone
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert common.percentile(values, 0.50) == 50.0
+    assert common.percentile(values, 0.99) == 99.0
+    assert common.percentile(values, 1.0) == 100.0
+    assert math.isnan(common.percentile([], 0.5))
