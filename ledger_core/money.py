@@ -275,8 +275,11 @@ def check_exponent(exponent: int) -> int:
 class CurrencyTable:
     """The currencies a ledger knows: ISO 4217 plus registered assets (code -> exponent)."""
 
-    def __init__(self, assets: Mapping[str, int] | None = None) -> None:
-        self._assets: dict[str, int] = dict(assets or {})
+    def __init__(self, assets: dict[str, int] | None = None) -> None:
+        # `assets` is read live, not copied: the writer passes its global state's assets, so an
+        # asset is known as soon as its AssetRegistered event is applied (and forgotten on a
+        # rollback).
+        self._assets: dict[str, int] = assets if assets is not None else {}
 
     def exponent(self, code: str) -> int:
         """The exponent of `code`; `unknown-currency` if neither ISO nor registered."""

@@ -218,3 +218,14 @@ def test_exponent_range_at_and_past_the_edges() -> None:
     for bad in (-1, MAX_CURRENCY_EXPONENT + 1, True, 2.0):
         with pytest.raises(errors.InvalidRequest):
             check_exponent(bad)  # type: ignore[arg-type]
+
+
+def test_table_reads_the_assets_mapping_live() -> None:
+    """Regression: the writer's table once copied the assets at start, so an asset registered
+    later stayed `unknown-currency` (see the contract test `test_register_asset`)."""
+    assets: dict[str, int] = {}
+    table = CurrencyTable(assets)
+    assets["BTC"] = BTC
+    assert table.exponent("BTC") == BTC
+    del assets["BTC"]  # a rolled-back registration is forgotten
+    assert not table.is_known("BTC")

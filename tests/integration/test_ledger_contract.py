@@ -1,0 +1,775 @@
+"""The Ledger's contract on every backend (`database_url`: SQLite and PostgreSQL).
+
+Each command's success and refusal codes through `Ledger.open(url)`; declined postings recorded
+and replayed; the idempotency rules of DESIGN.md (same key and content: the same answer forever,
+refusals included; same key with other content: `idempotency-key-reused`; not-found refusals not
+stored); holds and their expiry with an injected clock; reversals; batches; assets; and a space
+reloaded from the store (also from a snapshot, and with postings and keys no longer in memory)
+equal to the live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import msgspec
+import pytest
+
+from ledger_core import Ledger, errors, rules
+from ledger_core import commands as cmd
+from ledger_core import events as ev
+from ledger_core.codec import decode_event
+from ledger_core.limits import MAX_POSTINGS_PER_BATCH
+from ledger_core.records import AccountRecord, Balances, CommandResult, PostingRecord
+from ledger_core.state import state_fingerprint
+
+START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+class ManualClock:
+    """A clock the test moves by hand (holds expire when it says so)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class Book:
+    """One space of a ledger, with short ways to send commands and read balances."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        opened = ledger.execute(
+            cmd.OpenSpace(idempotency_key=f"space-{uuid4()}", name="Book", base_currency="USD")
+        )
+        self.space_id = opened.outcome.id  # type: ignore[union-attr]
+
+    def run(self, command_type: type[cmd.Command], **fields: Any) -> CommandResult:
+        return self.ledger.execute(self.command(command_type, **fields))
+
+    def command(self, command_type: type[cmd.Command], **fields: Any) -> cmd.Command:
+        fields.setdefault("idempotency_key", uuid4().hex)
+        if command_type.scope == "space":
+            fields.setdefault("space_id", self.space_id)
+        return command_type(**fields)
+
+    def refused(self, code: str, command: cmd.Command) -> errors.LedgerError:
+        with pytest.raises(errors.LedgerError) as raised:
+            self.ledger.execute(command)
+        assert raised.value.code == code, raised.value
+        return raised.value
+
+    def open(self, type: str = "asset", currency: str = "USD", **fields: Any) -> UUID:
+        fields.setdefault("name", f"{type} {currency}")
+        result = self.run(cmd.OpenAccount, type=type, currency=currency, **fields)
+        assert isinstance(result.outcome, AccountRecord)
+        return result.outcome.id
+
+    def posting(
+        self, debit: UUID, credit: UUID, amount: str, key: str | None = None, **spec: Any
+    ) -> cmd.RecordPosting:
+        entries = (
+            cmd.EntrySpec(account_id=debit, direction="debit", amount=amount),
+            cmd.EntrySpec(account_id=credit, direction="credit", amount=amount),
+        )
+        command = self.command(
+            cmd.RecordPosting,
+            posting=cmd.PostingSpec(entries=entries, **spec),
+            idempotency_key=key or uuid4().hex,
+        )
+        assert isinstance(command, cmd.RecordPosting)
+        return command
+
+    def post(self, debit: UUID, credit: UUID, amount: str, **spec: Any) -> PostingRecord:
+        result = self.ledger.execute(self.posting(debit, credit, amount, **spec))
+        assert isinstance(result.outcome, PostingRecord)
+        return result.outcome
+
+    def balances(self, account_id: UUID) -> Balances:
+        return self.ledger.account(self.space_id, account_id).balances
+
+    def posted(self, account_id: UUID) -> int:
+        return self.balances(account_id).posted
+
+    def fingerprint(self) -> Any:
+        return self.ledger.inspect(self.space_id, state_fingerprint)
+
+    def reloaded(self) -> Any:
+        state = self.ledger.load_space(self.space_id)
+        assert state is not None
+        return state_fingerprint(state)
+
+    def events(self, event_type: type[ev.Event]) -> list[Any]:
+        found = []
+        for notification in self.ledger.store.notifications(after=0, limit=100_000):
+            if UUID(str(notification.originator_id)) != self.space_id:
+                continue
+            event = decode_event(notification.topic, notification.state)
+            if isinstance(event, event_type):
+                found.append(event)
+        return found
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def ledger(database_url: str, clock: ManualClock) -> Iterator[Ledger]:
+    with Ledger.open(database_url, clock=clock) as opened:
+        yield opened
+
+
+@pytest.fixture
+def book(ledger: Ledger) -> Book:
+    return Book(ledger)
+
+
+# Spaces and accounts -----------------------------------------------------------------------------
+
+
+def test_open_space_and_its_refusals(ledger: Ledger) -> None:
+    command = cmd.OpenSpace(idempotency_key="home", name="Home", base_currency="JPY")
+    first = ledger.execute(command)
+    again = ledger.execute(command)
+    assert first.position is not None and not first.replayed
+    assert (again.outcome, again.position, again.replayed) == (first.outcome, first.position, True)
+    with pytest.raises(errors.IdempotencyKeyReused):
+        ledger.execute(msgspec.structs.replace(command, name="Other"))
+    with pytest.raises(errors.InvalidRequest):
+        ledger.execute(cmd.OpenSpace(idempotency_key="blank", name=" ", base_currency="USD"))
+    with pytest.raises(errors.UnknownCurrency):
+        ledger.execute(cmd.OpenSpace(idempotency_key="zzz", name="Z", base_currency="ZZZ"))
+    with pytest.raises(errors.SpaceNotFound):
+        ledger.execute(
+            cmd.OpenAccount(
+                idempotency_key="a", space_id=uuid4(), name="A", type="asset", currency="USD"
+            )
+        )
+
+
+def test_open_account_answers_the_account(book: Book) -> None:
+    result = book.run(
+        cmd.OpenAccount,
+        name="Visa",
+        type="liability",
+        subtype="credit",
+        currency="USD",
+        code="2100",
+        overdraft_limit="0",
+        metadata={"issuer": "bank"},
+    )
+    account = result.outcome
+    assert isinstance(account, AccountRecord)
+    assert (account.normal_balance, account.status, account.code) == ("credit", "active", "2100")
+    assert account.overdraft_limit_minor == 0
+    assert account.balances == Balances()
+    assert book.ledger.account(book.space_id, account.id) == account
+    duplicate = book.command(
+        cmd.OpenAccount, name="Other", type="asset", currency="USD", code="2100"
+    )
+    book.refused("account-code-taken", duplicate)
+    book.refused(
+        "unknown-currency", book.command(cmd.OpenAccount, name="X", type="asset", currency="ZZZ")
+    )
+    book.refused(
+        "invalid-request", book.command(cmd.OpenAccount, name="X", type="bank", currency="USD")
+    )
+    book.refused(
+        "invalid-amount",
+        book.command(
+            cmd.OpenAccount, name="X", type="asset", currency="JPY", overdraft_limit="1.5"
+        ),
+    )
+
+
+def test_update_account(book: Book) -> None:
+    checking, equity = book.open(overdraft_limit="100.00"), book.open("equity")
+    renamed = book.run(cmd.UpdateAccount, account_id=checking, name="Main").outcome
+    assert isinstance(renamed, AccountRecord)
+    assert (renamed.name, renamed.overdraft_limit_minor) == ("Main", 10_000)
+    book.post(equity, checking, "60.00")
+    book.refused(
+        "limit-below-available",
+        book.command(cmd.UpdateAccount, account_id=checking, overdraft_limit="59.99"),
+    )
+    changed = book.run(
+        cmd.UpdateAccount, account_id=checking, overdraft_limit="60.00", metadata={"k": "v"}
+    ).outcome
+    assert isinstance(changed, AccountRecord)
+    assert (changed.overdraft_limit_minor, changed.metadata, changed.name) == (
+        6000,
+        {"k": "v"},
+        "Main",
+    )
+    removed = book.run(cmd.UpdateAccount, account_id=checking, overdraft_limit=None).outcome
+    assert isinstance(removed, AccountRecord) and removed.overdraft_limit_minor is None
+    book.refused("account-not-found", book.command(cmd.UpdateAccount, account_id=uuid4(), name="X"))
+
+
+def test_update_that_changes_nothing_records_no_event(book: Book) -> None:
+    checking = book.open()
+    before = book.fingerprint()
+    result = book.run(cmd.UpdateAccount, account_id=checking)
+    assert result.position is None
+    assert book.fingerprint() == before
+
+
+def test_freeze_unfreeze_and_close(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    book.run(cmd.FreezeAccount, account_id=checking, reason="fraud check")
+    assert book.ledger.account(book.space_id, checking).status == "frozen"
+    declined = book.refused("account-frozen", book.posting(equity, checking, "1.00"))
+    assert declined.posting_id is not None
+    book.run(cmd.UnfreezeAccount, account_id=checking)
+    book.post(equity, checking, "1.00")
+    book.refused("account-not-empty", book.command(cmd.CloseAccount, account_id=checking))
+    book.post(checking, equity, "1.00")
+    closed = book.run(cmd.CloseAccount, account_id=checking).outcome
+    assert isinstance(closed, AccountRecord) and closed.status == "closed"
+    book.refused("account-closed", book.posting(equity, checking, "1.00"))
+    book.refused("account-closed", book.command(cmd.UnfreezeAccount, account_id=checking))
+    book.refused("account-closed", book.command(cmd.FreezeAccount, account_id=checking))
+    book.refused("account-closed", book.command(cmd.CloseAccount, account_id=checking))
+    book.refused("account-not-found", book.command(cmd.FreezeAccount, account_id=uuid4()))
+
+
+# Postings and idempotency ------------------------------------------------------------------------
+
+
+def test_posting_moves_balances_in_their_normal_direction(book: Book) -> None:
+    checking, salary = book.open("asset"), book.open("income")
+    posting = book.post(checking, salary, "2500.00", description="Salary", merchant="Employer")
+    assert (posting.status, posting.description, posting.merchant) == (
+        "posted",
+        "Salary",
+        "Employer",
+    )
+    assert posting.effective_date == START.date()
+    assert book.posted(checking) == 250_000
+    assert book.posted(salary) == 250_000  # income grows on its credit side
+    book.post(salary, checking, "2500.00")
+    assert (book.posted(checking), book.posted(salary)) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("code", "make"),
+    [
+        ("insufficient-funds", lambda b, a, e: None),
+        ("account-frozen", lambda b, a, e: b.run(cmd.FreezeAccount, account_id=a)),
+        ("account-closed", lambda b, a, e: b.run(cmd.CloseAccount, account_id=a)),
+    ],
+)
+def test_declined_posting_is_recorded_and_replayed(book: Book, code: str, make: Any) -> None:
+    checking, equity = book.open(overdraft_limit="0"), book.open("equity")
+    make(book, checking, equity)
+    command = book.posting(equity, checking, "5.00", key="pay-rent")
+    before = book.fingerprint()
+    first = book.refused(code, command)
+    assert first.posting_id == rules.command_id(book.space_id, "pay-rent")
+    assert first.position is not None and not first.replayed
+    assert first.extra == {"posting_id": str(first.posting_id)}
+    again = book.refused(code, command)
+    assert (again.replayed, again.position, again.posting_id) == (
+        True,
+        first.position,
+        first.posting_id,
+    )
+    # Declined: every balance unchanged, but the attempt is in the log with its reason.
+    after = book.fingerprint()
+    assert after[0] == before[0] + 1 and after[1:] == before[1:]
+    declined = book.events(ev.PostingDeclined)
+    assert [(d.posting_id, d.reason) for d in declined] == [(first.posting_id, code)]
+    assert [e.amount_minor for e in declined[0].entries] == [500, 500]
+    book.refused("idempotency-key-reused", book.posting(equity, checking, "5.01", key="pay-rent"))
+
+
+def test_same_key_same_body_answers_the_same_posting(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    command = book.posting(checking, equity, "5.00", key="k1")
+    first = book.ledger.execute(command)
+    retry = book.ledger.execute(msgspec.structs.replace(command, context=None))
+    assert (retry.outcome, retry.position, retry.replayed) == (first.outcome, first.position, True)
+    assert book.posted(checking) == 500
+    assert len(book.events(ev.PostingRecorded)) == 1
+
+
+def test_same_key_other_body_is_reused(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    book.ledger.execute(book.posting(equity, checking, "5.00", key="k1"))
+    before = book.fingerprint()
+    book.refused("idempotency-key-reused", book.posting(equity, checking, "6.00", key="k1"))
+    book.refused("idempotency-key-reused", book.posting(checking, equity, "5.00", key="k1"))
+    book.refused(
+        "idempotency-key-reused",
+        book.command(cmd.FreezeAccount, account_id=checking, idempotency_key="k1"),
+    )
+    assert book.fingerprint() == before
+
+
+def test_refusals_are_stored_with_their_key(book: Book) -> None:
+    """A 422/409 refusal is the answer forever, even once the state would allow the command."""
+    checking, equity = book.open(), book.open("equity")
+    book.post(equity, checking, "1.00")
+    close = book.command(cmd.CloseAccount, account_id=checking, idempotency_key="close-1")
+    book.refused("account-not-empty", close)
+    book.post(checking, equity, "1.00")  # now empty
+    again = book.refused("account-not-empty", close)
+    assert again.replayed
+    book.run(cmd.CloseAccount, account_id=checking, idempotency_key="close-2")
+    unbalanced = cmd.RecordPosting(
+        idempotency_key="bad",
+        space_id=book.space_id,
+        posting=cmd.PostingSpec(
+            entries=(
+                cmd.EntrySpec(account_id=equity, direction="debit", amount="1.00"),
+                cmd.EntrySpec(account_id=equity, direction="credit", amount="2.00"),
+            )
+        ),
+    )
+    book.refused("unbalanced-posting", unbalanced)
+    assert book.refused("unbalanced-posting", unbalanced).replayed
+
+
+def test_not_found_refusals_are_not_stored(book: Book) -> None:
+    """The client may fix a 404 and retry with the same key: here, by opening the account."""
+    equity = book.open("equity")
+    future_account = rules.command_id(book.space_id, "open-savings")
+    command = book.posting(future_account, equity, "5.00", key="fund-savings")
+    book.refused("account-not-found", command)
+    book.run(
+        cmd.OpenAccount,
+        name="Savings",
+        type="asset",
+        currency="USD",
+        idempotency_key="open-savings",
+    )
+    result = book.ledger.execute(command)
+    assert not result.replayed
+    assert book.posted(future_account) == 500
+
+
+async def test_submit_from_asyncio(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    result = await book.ledger.submit(book.posting(equity, checking, "3.00", key="async"))
+    again = await book.ledger.submit(book.posting(equity, checking, "3.00", key="async"))
+    assert again.replayed and again.outcome == result.outcome
+    with pytest.raises(errors.IdempotencyKeyReused):
+        await book.ledger.submit(book.posting(equity, checking, "3.01", key="async"))
+
+
+def test_posting_refusal_codes(book: Book) -> None:
+    usd, jpy, equity = book.open(), book.open(currency="JPY"), book.open("equity")
+
+    def spec(*legs: tuple[UUID, str, str, str | None]) -> cmd.Command:
+        entries = tuple(
+            cmd.EntrySpec(account_id=a, direction=d, amount=m, currency=c)  # type: ignore[arg-type]
+            for a, d, m, c in legs
+        )
+        return book.command(cmd.RecordPosting, posting=cmd.PostingSpec(entries=entries))
+
+    book.refused("too-few-entries", spec((usd, "debit", "1.00", None)))
+    book.refused(
+        "unbalanced-posting", spec((usd, "debit", "1.00", None), (jpy, "credit", "100", None))
+    )
+    book.refused(
+        "currency-mismatch", spec((usd, "debit", "1.00", "JPY"), (equity, "credit", "1.00", None))
+    )
+    book.refused(
+        "invalid-amount", spec((usd, "debit", "1.001", None), (equity, "credit", "1.001", None))
+    )
+    book.refused("invalid-amount", spec((usd, "debit", "0", None), (equity, "credit", "0", None)))
+    book.refused(
+        "account-not-found", spec((usd, "debit", "1.00", None), (uuid4(), "credit", "1.00", None))
+    )
+
+
+# Holds -------------------------------------------------------------------------------------------
+
+
+def test_hold_counts_against_available_and_posts_fully(book: Book) -> None:
+    checking, shop = book.open(overdraft_limit="0"), book.open("income")
+    book.post(checking, shop, "100.00")
+    hold = book.post(shop, checking, "30.00", pending=True)
+    assert hold.status == "pending"
+    assert book.balances(checking) == Balances(
+        posted=10_000, pending_debits=0, pending_credits=3000, available=7000
+    )
+    book.refused("insufficient-funds", book.posting(shop, checking, "70.01"))
+    posted = book.run(cmd.PostPending, posting_id=hold.id).outcome
+    assert isinstance(posted, PostingRecord) and posted.status == "posted"
+    assert book.balances(checking) == Balances(posted=7000, available=7000)
+    book.refused("posting-not-pending", book.command(cmd.PostPending, posting_id=hold.id))
+    book.refused("posting-not-pending", book.command(cmd.VoidPending, posting_id=hold.id))
+
+
+def test_partial_capture_releases_the_rest(book: Book) -> None:
+    card, merchant = book.open("liability"), book.open("liability")
+    hold = book.post(merchant, card, "50.00", pending=True)
+    assert book.balances(card).pending_credits == 5000
+    book.refused(
+        "exceeds-pending-amount", book.command(cmd.PostPending, posting_id=hold.id, amount="50.01")
+    )
+    captured = book.run(cmd.PostPending, posting_id=hold.id, amount="30.00").outcome
+    assert isinstance(captured, PostingRecord)
+    assert [e.amount_minor for e in captured.entries] == [3000, 3000]
+    assert book.balances(card) == Balances(posted=3000, available=3000)
+    assert book.posted(merchant) == -3000
+
+
+def test_partial_capture_of_a_three_entry_hold_is_refused(book: Book) -> None:
+    card, merchant, fees = book.open("liability"), book.open("liability"), book.open("income")
+    entries = (
+        cmd.EntrySpec(account_id=card, direction="credit", amount="50.00"),
+        cmd.EntrySpec(account_id=merchant, direction="debit", amount="49.00"),
+        cmd.EntrySpec(account_id=fees, direction="debit", amount="1.00"),
+    )
+    hold = book.run(
+        cmd.RecordPosting, posting=cmd.PostingSpec(entries=entries, pending=True)
+    ).outcome
+    assert isinstance(hold, PostingRecord)
+    book.refused(
+        "invalid-request", book.command(cmd.PostPending, posting_id=hold.id, amount="10.00")
+    )
+    book.run(cmd.PostPending, posting_id=hold.id)
+    assert book.posted(card) == 5000
+
+
+def test_void_releases_the_hold(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    hold = book.post(equity, checking, "20.00", pending=True)
+    voided = book.run(cmd.VoidPending, posting_id=hold.id, reason="cancelled").outcome
+    assert isinstance(voided, PostingRecord) and voided.status == "voided"
+    assert book.balances(checking) == Balances()
+    book.refused("posting-not-pending", book.command(cmd.VoidPending, posting_id=hold.id))
+    book.refused("posting-not-pending", book.command(cmd.PostPending, posting_id=hold.id))
+    book.refused("posting-not-found", book.command(cmd.VoidPending, posting_id=uuid4()))
+    book.refused("posting-not-found", book.command(cmd.PostPending, posting_id=uuid4()))
+
+
+def test_hold_expires_by_the_clock(book: Book, clock: ManualClock) -> None:
+    checking, equity = book.open(), book.open("equity")
+    expires_at = START + timedelta(hours=1)
+    hold = book.post(equity, checking, "20.00", pending=True, expires_at=expires_at)
+    late = book.post(
+        equity, checking, "5.00", pending=True, expires_at=expires_at + timedelta(hours=1)
+    )
+    clock.advance(minutes=59)
+    assert book.ledger.expire_due_holds() == 0
+    assert book.balances(checking).pending_credits == 2500
+    clock.advance(minutes=1)
+    assert book.ledger.expire_due_holds() == 1
+    assert book.balances(checking).pending_credits == 500
+    expired = book.events(ev.PendingPostingExpired)
+    assert [(e.posting_id, e.expires_at) for e in expired] == [(hold.id, expires_at)]
+    book.refused("pending-expired", book.command(cmd.PostPending, posting_id=hold.id))
+    book.refused("posting-not-pending", book.command(cmd.VoidPending, posting_id=hold.id))
+    # Without an explicit sweep: the writer expires due holds before deciding a command.
+    clock.advance(hours=1)
+    book.refused("pending-expired", book.command(cmd.PostPending, posting_id=late.id))
+    assert book.balances(checking) == Balances()
+    assert book.reloaded() == book.fingerprint()
+
+
+# Reversals ---------------------------------------------------------------------------------------
+
+
+def test_reversal_mirrors_and_links_both_ways(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    original = book.post(equity, checking, "12.00")
+    result = book.run(cmd.ReversePosting, posting_id=original.id, description="refund")
+    reversal = result.outcome
+    assert isinstance(reversal, PostingRecord)
+    assert reversal.reverses == original.id and reversal.description == "refund"
+    assert [(e.account_id, e.direction) for e in reversal.entries] == [
+        (equity, "credit"),
+        (checking, "debit"),
+    ]
+    assert (book.posted(checking), book.posted(equity)) == (0, 0)
+    linked = book.ledger.inspect(
+        book.space_id, lambda s: s.recent_postings[original.id].reversed_by
+    )
+    assert linked == reversal.id
+    rows = book.ledger.store.command_rows(book.space_id, [original.id, reversal.id])
+    assert rows[original.id].reversed_by == reversal.id
+    assert rows[reversal.id].posting_status == "posted"
+    book.refused(
+        "posting-already-reversed", book.command(cmd.ReversePosting, posting_id=original.id)
+    )
+    book.refused("posting-not-found", book.command(cmd.ReversePosting, posting_id=uuid4()))
+
+
+def test_only_posted_postings_are_reversed(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    hold = book.post(equity, checking, "12.00", pending=True)
+    book.refused("posting-not-posted", book.command(cmd.ReversePosting, posting_id=hold.id))
+    book.run(cmd.VoidPending, posting_id=hold.id)
+    book.refused("posting-not-posted", book.command(cmd.ReversePosting, posting_id=hold.id))
+    captured = book.post(equity, checking, "12.00", pending=True)
+    book.run(cmd.PostPending, posting_id=captured.id, amount="4.00")
+    reversal = book.run(cmd.ReversePosting, posting_id=captured.id).outcome
+    assert isinstance(reversal, PostingRecord)
+    assert [e.amount_minor for e in reversal.entries] == [400, 400]
+    assert book.posted(checking) == 0
+
+
+def test_reversal_that_would_overdraw_is_declined(book: Book) -> None:
+    checking, equity = book.open(overdraft_limit="0"), book.open("equity")
+    deposit = book.post(checking, equity, "10.00")
+    book.post(equity, checking, "8.00")
+    declined = book.refused(
+        "insufficient-funds", book.command(cmd.ReversePosting, posting_id=deposit.id)
+    )
+    assert declined.posting_id is not None
+    assert [d.reverses for d in book.events(ev.PostingDeclined)] == [deposit.id]
+
+
+# Batches -----------------------------------------------------------------------------------------
+
+
+def batch_of(book: Book, specs: list[cmd.PostingSpec], key: str | None = None) -> cmd.Command:
+    return book.command(cmd.RecordBatch, postings=tuple(specs), idempotency_key=key or uuid4().hex)
+
+
+def spec(debit: UUID, credit: UUID, amount: str) -> cmd.PostingSpec:
+    return cmd.PostingSpec(
+        entries=(
+            cmd.EntrySpec(account_id=debit, direction="debit", amount=amount),
+            cmd.EntrySpec(account_id=credit, direction="credit", amount=amount),
+        )
+    )
+
+
+def test_batch_all_or_nothing(book: Book) -> None:
+    checking, equity = book.open(overdraft_limit="0"), book.open("equity")
+    before = book.fingerprint()
+    failing = batch_of(
+        book,
+        [
+            spec(checking, equity, "10.00"),
+            spec(equity, checking, "10.01"),
+            spec(checking, equity, "1.00"),
+        ],
+    )
+    error = book.refused("batch-item-failed", failing)
+    assert error.extra == {"index": 1, "item_code": "insufficient-funds"}
+    assert book.fingerprint() == before
+    assert book.events(ev.PostingDeclined) == []
+    invalid = batch_of(book, [spec(checking, equity, "1.00"), spec(checking, equity, "1.001")])
+    assert book.refused("batch-item-failed", invalid).extra == {
+        "index": 1,
+        "item_code": "invalid-amount",
+    }
+    result = book.ledger.execute(
+        batch_of(book, [spec(checking, equity, "10.00"), spec(equity, checking, "10.00")])
+    )
+    postings = result.outcome.postings  # type: ignore[union-attr]
+    assert [p.status for p in postings] == ["posted", "posted"]
+    assert len({p.id for p in postings}) == 2
+    assert book.balances(checking) == Balances()
+    assert book.fingerprint()[0] == before[0] + 2
+
+
+def test_batch_size_at_and_past_the_limit(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    one = spec(checking, equity, "0.01")
+    result = book.ledger.execute(batch_of(book, [one] * MAX_POSTINGS_PER_BATCH))
+    assert len(result.outcome.postings) == MAX_POSTINGS_PER_BATCH  # type: ignore[union-attr]
+    assert book.posted(checking) == MAX_POSTINGS_PER_BATCH
+    book.refused("batch-too-large", batch_of(book, [one] * (MAX_POSTINGS_PER_BATCH + 1)))
+    book.refused("invalid-request", batch_of(book, []))
+    assert book.posted(checking) == MAX_POSTINGS_PER_BATCH
+
+
+def test_batch_retry_and_not_found_item(book: Book) -> None:
+    checking, equity = book.open(), book.open("equity")
+    command = batch_of(book, [spec(checking, equity, "1.00")], key="batch-1")
+    first = book.ledger.execute(command)
+    again = book.ledger.execute(command)
+    assert again.replayed and again.outcome == first.outcome and again.position == first.position
+    book.refused("account-not-found", batch_of(book, [spec(checking, uuid4(), "1.00")]))
+
+
+# Assets ------------------------------------------------------------------------------------------
+
+
+def test_register_asset(book: Book) -> None:
+    ledger = book.ledger
+    register = cmd.RegisterAsset(idempotency_key="btc", code="BTC", exponent=8, name="Bitcoin")
+    first = ledger.execute(register)
+    assert (first.outcome.code, first.outcome.exponent) == ("BTC", 8)  # type: ignore[union-attr]
+    assert ledger.execute(register).replayed
+    assert ledger.currencies.exponent("BTC") == 8
+    same = ledger.execute(cmd.RegisterAsset(idempotency_key="btc-again", code="BTC", exponent=8))
+    assert same.position is None and same.outcome.name == "Bitcoin"  # type: ignore[union-attr]
+    with pytest.raises(errors.AssetExists):
+        ledger.execute(cmd.RegisterAsset(idempotency_key="btc-2", code="BTC", exponent=2))
+    with pytest.raises(errors.AssetExists):
+        ledger.execute(cmd.RegisterAsset(idempotency_key="usd-3", code="USD", exponent=3))
+    usd = ledger.execute(cmd.RegisterAsset(idempotency_key="usd-2", code="USD", exponent=2))
+    assert usd.position is None
+    with pytest.raises(errors.InvalidRequest):
+        ledger.execute(cmd.RegisterAsset(idempotency_key="bad", code="btc", exponent=8))
+    with pytest.raises(errors.InvalidRequest):
+        ledger.execute(cmd.RegisterAsset(idempotency_key="wide", code="WIDE", exponent=19))
+    assert [(a.code, a.exponent) for a in ledger.assets()] == [("BTC", 8)]
+    wallet, source = book.open(currency="BTC"), book.open("equity", currency="BTC")
+    book.post(wallet, source, "0.00000001")
+    assert book.posted(wallet) == 1
+
+
+# Reloading ---------------------------------------------------------------------------------------
+
+
+def busy_history(book: Book, clock: ManualClock) -> dict[str, UUID]:
+    checking = book.open(overdraft_limit="50.00", code="1000", metadata={"a": "b"})
+    card, equity = book.open("liability"), book.open("equity")
+    book.post(checking, equity, "100.00")
+    hold = book.post(
+        card, checking, "30.00", pending=True, expires_at=clock.now + timedelta(days=2)
+    )
+    book.post(card, checking, "5.00", pending=True)
+    book.run(cmd.PostPending, posting_id=hold.id, amount="10.00")
+    expiring = book.post(
+        card, checking, "1.00", pending=True, expires_at=clock.now + timedelta(hours=1)
+    )
+    reversed_posting = book.post(checking, equity, "7.00")
+    book.run(cmd.ReversePosting, posting_id=reversed_posting.id)
+    book.run(cmd.FreezeAccount, account_id=card)
+    book.refused("account-frozen", book.posting(card, checking, "1.00"))
+    book.run(cmd.UnfreezeAccount, account_id=card)
+    book.run(cmd.UpdateAccount, account_id=checking, name="Main", metadata={"c": "d"})
+    clock.advance(hours=2)
+    book.ledger.expire_due_holds()
+    return {"checking": checking, "card": card, "equity": equity, "expiring": expiring.id}
+
+
+def test_reloaded_space_equals_the_live_one(
+    book: Book, clock: ManualClock, database_url: str
+) -> None:
+    busy_history(book, clock)
+    live = book.fingerprint()
+    assert book.reloaded() == live
+    book.ledger.close()
+    with Ledger.open(database_url, clock=clock) as reopened:
+        assert reopened.inspect(book.space_id, state_fingerprint) == live
+
+
+def test_reload_from_a_snapshot(
+    book: Book, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger_core.writer
+
+    monkeypatch.setattr(ledger_core.writer, "SNAPSHOT_INTERVAL_EVENTS", 5)
+    busy_history(book, clock)
+    snapshot = book.ledger.store.latest_snapshot(book.space_id)
+    assert snapshot is not None
+    live = book.fingerprint()
+    assert 5 <= snapshot.originator_version <= live[0]
+    assert book.reloaded() == live
+    # And a command on top of a snapshot-loaded state agrees with the live one.
+    accounts = book.ledger.inspect(book.space_id, lambda s: sorted(s.accounts))
+    book.post(accounts[0], accounts[1], "1.00")
+    assert book.reloaded() == book.fingerprint()
+
+
+def test_postings_out_of_memory_are_found_in_the_store(
+    book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger_core.state
+
+    monkeypatch.setattr(ledger_core.state, "RECENT_POSTINGS_PER_SPACE", 2)
+    checking, equity = book.open(), book.open("equity")
+    old = book.post(checking, equity, "3.00")
+    hold = book.post(equity, checking, "2.00", pending=True)
+    book.run(cmd.VoidPending, posting_id=hold.id)
+    for _ in range(4):
+        book.post(checking, equity, "1.00")
+    in_memory = book.ledger.inspect(book.space_id, lambda s: set(s.recent_postings))
+    assert old.id not in in_memory and hold.id not in in_memory
+    reversal = book.run(cmd.ReversePosting, posting_id=old.id).outcome
+    assert isinstance(reversal, PostingRecord) and reversal.reverses == old.id
+    assert [e.amount_minor for e in reversal.entries] == [300, 300]
+    for _ in range(3):
+        book.post(checking, equity, "1.00")
+    book.refused("posting-already-reversed", book.command(cmd.ReversePosting, posting_id=old.id))
+    book.refused("posting-not-pending", book.command(cmd.VoidPending, posting_id=hold.id))
+    book.refused("posting-not-posted", book.command(cmd.ReversePosting, posting_id=hold.id))
+    assert book.posted(checking) == 700
+    assert book.reloaded() == book.fingerprint()
+
+
+def test_keys_out_of_memory_still_answer_the_stored_result(
+    book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger_core.state
+
+    monkeypatch.setattr(ledger_core.state, "RECENT_KEYS_PER_SPACE", 2)
+    checking, equity = book.open(overdraft_limit="0"), book.open("equity")
+    first = book.ledger.execute(book.posting(checking, equity, "3.00", key="old"))
+    declined = book.refused(
+        "insufficient-funds", book.posting(equity, checking, "9.00", key="declined")
+    )
+    for _ in range(4):
+        book.post(checking, equity, "1.00")
+    in_memory = book.ledger.inspect(book.space_id, lambda s: len(s.recent_keys))
+    assert in_memory <= 2
+    retry = book.ledger.execute(book.posting(checking, equity, "3.00", key="old"))
+    assert (retry.outcome, retry.position, retry.replayed) == (first.outcome, first.position, True)
+    again = book.refused(
+        "insufficient-funds", book.posting(equity, checking, "9.00", key="declined")
+    )
+    assert (again.replayed, again.posting_id, again.position) == (
+        True,
+        declined.posting_id,
+        declined.position,
+    )
+    book.refused("idempotency-key-reused", book.posting(checking, equity, "3.50", key="old"))
+    assert book.posted(checking) == 700
+    rows = book.ledger.store.command_rows(
+        book.space_id,
+        [rules.command_id(book.space_id, "old"), rules.command_id(book.space_id, "declined")],
+    )
+    assert {row.idempotency_key for row in rows.values()} == {"old", "declined"}
+    recorded = [e for e in book.events(ev.PostingRecorded) if e.idempotency_key == "old"]
+    assert len(recorded) == 1
+    assert book.reloaded() == book.fingerprint()
+
+
+def test_refused_command_changes_nothing(book: Book) -> None:
+    checking, equity = book.open(overdraft_limit="10.00"), book.open("equity")
+    book.post(equity, checking, "5.00")
+    hold = book.post(equity, checking, "1.00", pending=True)
+    before = book.fingerprint()
+    for code, command in [
+        ("account-not-empty", book.command(cmd.CloseAccount, account_id=checking)),
+        (
+            "limit-below-available",
+            book.command(cmd.UpdateAccount, account_id=checking, overdraft_limit="5.99"),
+        ),
+        ("posting-not-found", book.command(cmd.ReversePosting, posting_id=uuid4())),
+        ("posting-not-posted", book.command(cmd.ReversePosting, posting_id=hold.id)),
+        ("exceeds-pending-amount", book.command(cmd.PostPending, posting_id=hold.id, amount="2")),
+        ("batch-item-failed", batch_of(book, [spec(equity, checking, "4.01")])),
+        ("idempotency-key-reused", book.posting(equity, checking, "1.00", key=hold_key(book))),
+    ]:
+        book.refused(code, command)
+        assert book.fingerprint() == before, code
+    assert book.reloaded() == before
+
+
+def hold_key(book: Book) -> str:
+    """The key of the first PostingRecorded pending event (a used key, for a reuse)."""
+    holds = [e for e in book.events(ev.PostingRecorded) if e.pending]
+    key = holds[0].idempotency_key
+    assert key is not None
+    return key
