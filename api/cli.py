@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from api.demo import demo
+from api.serve import serve, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,3 +20,5 @@ def main() -> None:
 
 
 main.add_command(demo)
+main.add_command(serve)
+main.add_command(token)

@@ -1,0 +1,84 @@
+"""The HTTP API: a Litestar app factory (no module-level state).
+
+    app = create_app()                        # LedgerSettings from LEDGER_* variables
+    app = create_app(settings, ledger=ledger, read_models=read_models, run_projections=False)
+
+The Ledger, the read models and (unless `run_projections=False`) the projection runner are
+created on startup and closed on shutdown (`api.services`). Litestar because its handlers take
+msgspec Structs natively, it has lifecycle hooks, one table of exception handlers, a request
+body limit and OpenAPI 3.1 with browsable UIs built in.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.command_routes import COMMAND_ROUTES
+from api.gate import gate
+from api.limits import MAX_REQUEST_BODY_BYTES
+from api.metrics import Metrics
+from api.ops_routes import OPS_ROUTES
+from api.problems import exception_handlers
+from api.read_routes import READ_ROUTES
+from api.request_id import request_id_middleware
+from api.services import Services
+from ledger_core.ledger import Ledger
+from ledger_core.settings import LedgerSettings
+
+if TYPE_CHECKING:
+    from projections.queries import ReadModels
+
+API_VERSION = "1.0.0"
+
+
+def create_app(
+    settings: LedgerSettings | None = None,
+    *,
+    ledger: Ledger | None = None,
+    read_models: ReadModels | None = None,
+    run_projections: bool = True,
+) -> Litestar:
+    """Build the app. A given `ledger`/`read_models` is used and left open at shutdown."""
+    services = Services(
+        settings=settings or LedgerSettings(),
+        metrics=Metrics(),
+        run_projections=run_projections,
+        ledger_given=ledger,
+        read_models_given=read_models,
+    )
+    return Litestar(
+        route_handlers=[*COMMAND_ROUTES, *READ_ROUTES, *OPS_ROUTES],
+        state=State({"services": services}),
+        on_startup=[lambda app: services.start()],
+        on_shutdown=[lambda app: services.stop()],
+        before_request=gate,
+        exception_handlers=exception_handlers(),
+        middleware=[request_id_middleware, services.metrics.middleware],
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
+        openapi_config=_openapi_config(),
+        debug=False,
+    )
+
+
+def _openapi_config() -> OpenAPIConfig:
+    bearer: Any = SecurityScheme(type="http", scheme="bearer", description="An API token")
+    return OpenAPIConfig(
+        title="Ledger API",
+        version=API_VERSION,
+        description="An event-sourced double-entry ledger (see API.md for the contract).",
+        path="/schema",
+        render_plugins=[
+            SwaggerRenderPlugin(path=["/", "/swagger"]),
+            ScalarRenderPlugin(path="/scalar"),
+            JsonRenderPlugin(path="/openapi.json"),
+        ],
+        components=Components(security_schemes={"bearer": bearer}),
+        security=[{"bearer": []}],
+        use_handler_docstrings=True,
+    )

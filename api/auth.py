@@ -1,0 +1,102 @@
+"""Authentication and authorisation (API.md "Authentication").
+
+`Authorization: Bearer <token>`. A token is >= 128 random bits; the ledger stores only its
+SHA-256 hash (IssueToken), so a stolen database gives no usable token. A token has a role
+(`admin` everything, `write` commands and reads in its spaces, `read` reads in its spaces) and a
+list of spaces. `LEDGER_ADMIN_TOKEN` bootstraps the first admin; its hash is compared in
+constant time. A space outside a token's grants answers 404 exactly as a space that does not
+exist, whatever the role; inside it, a read token writing gets 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Final, Literal
+from uuid import UUID
+
+from api.problems import Forbidden, Unauthenticated
+from ledger_core import errors
+from ledger_core.ledger import Ledger
+
+Role = Literal["admin", "write", "read"]
+#: What a route needs: a space read, a space command, admin, or any valid token.
+Access = Literal["space-read", "space-write", "admin", "any"]
+
+#: The `token_id` recorded in events for commands sent with `LEDGER_ADMIN_TOKEN`.
+BOOTSTRAP_ADMIN_ID: Final = "bootstrap-admin"
+#: Tokens we issue: a prefix (so leaked tokens are easy to scan for) and 256 bits.
+TOKEN_PREFIX: Final = "ldg_"
+#: Longest Authorization token looked at; longer ones are refused unread.
+MAX_TOKEN_LENGTH: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a token's id, role and granted spaces."""
+
+    token_id: str
+    role: Role
+    spaces: frozenset[UUID]
+
+    def sees(self, space_id: UUID) -> bool:
+        return self.role == "admin" or space_id in self.spaces
+
+    def may(self, access: Access) -> bool:
+        if access == "admin":
+            return self.role == "admin"
+        if access == "space-write":
+            return self.role in ("admin", "write")
+        return True
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh random token (256 bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def derived_token(secret: str, idempotency_key: str) -> str:
+    """The token `POST /v1/tokens` issues for an idempotency key: HMAC-SHA256 of the key under a
+    server secret. Deriving it (instead of drawing it at random) lets an exact replay with the same
+    key answer the very same body without the token ever being stored: only its hash is. Without
+    the secret nobody can compute it, so it is as unguessable as a random 256-bit token."""
+    digest = hmac.new(secret.encode("utf-8"), idempotency_key.encode("utf-8"), hashlib.sha256)
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    return token
+
+
+def authenticate(
+    authorization: str | None, ledger: Ledger, admin_token_hash: str | None
+) -> Principal:
+    """The principal of a bearer token, or 401 `unauthenticated`."""
+    token_hash = hash_token(bearer_token(authorization))
+    if admin_token_hash is not None and hmac.compare_digest(token_hash, admin_token_hash):
+        return Principal(BOOTSTRAP_ADMIN_ID, "admin", frozenset())
+    record = ledger.token_by_hash(token_hash)
+    if record is None or record.revoked:
+        raise Unauthenticated("the token is unknown or revoked")
+    return Principal(str(record.id), record.role, frozenset(record.spaces))
+
+
+def authorise(principal: Principal, access: Access, space_id: UUID | None) -> None:
+    """Grants first (404 as for a missing space), then the role (403)."""
+    if space_id is not None and not principal.sees(space_id):
+        raise errors.SpaceNotFound(f"no space {space_id}")
+    if not principal.may(access):
+        raise Forbidden(f"a {principal.role} token may not do this")

@@ -1,0 +1,384 @@
+"""Command routes (every POST and PATCH of API.md, and DELETE /v1/tokens/{id}).
+
+Each handler is a few lines: the gate (api.gate) has authenticated the caller, checked the
+grants, the key and the body; the handler builds a ledger_core command from the wire struct and
+`answer` submits it and renders the outcome. The ledger does idempotency: the same key with the
+same content answers the stored outcome (`Idempotent-Replayed: true`), so the status of a replay
+is derived from the command type and outcome exactly as the first time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from litestar import Request, Response, delete, patch, post
+from litestar.openapi.datastructures import ResponseSpec
+
+from api import auth, render, wire
+from api.gate import command_opt, context_of, idempotency_key_of, path_id
+from api.problems import PROBLEM_MEDIA_TYPE
+from api.services import services_of
+from ledger_core import commands as cmd
+from ledger_core import errors
+from ledger_core.records import (
+    AccountRecord,
+    AssetRecord,
+    BatchRecord,
+    CommandResult,
+    PostingRecord,
+    SpaceRecord,
+    TokenRecord,
+)
+
+#: The success status of each command (API.md's table); a replay answers the same.
+SUCCESS_STATUS: Final[dict[type[cmd.Command], int]] = {
+    cmd.OpenSpace: 201,
+    cmd.RegisterAsset: 201,
+    cmd.IssueToken: 201,
+    cmd.OpenAccount: 201,
+    cmd.UpdateAccount: 200,
+    cmd.FreezeAccount: 200,
+    cmd.UnfreezeAccount: 200,
+    cmd.CloseAccount: 200,
+    cmd.RecordPosting: 201,
+    cmd.RecordBatch: 201,
+    cmd.PostPending: 200,
+    cmd.VoidPending: 200,
+    cmd.ReversePosting: 201,
+}
+
+Req = Request[Any, Any, Any]
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem answers a route can give."""
+    return {
+        status: ResponseSpec(
+            data_container=wire.Problem,
+            description="A problem (RFC 9457)",
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in (400, 401, 403, 404, 409, 413, 422, 503, *statuses)
+    }
+
+
+def base(request: Req) -> dict[str, Any]:
+    """The key and the who-and-where every command carries."""
+    return {"idempotency_key": idempotency_key_of(request), "context": context_of(request)}
+
+
+async def answer(request: Req, command: cmd.Command) -> Response[Any]:
+    services = services_of(request)
+    try:
+        result = await services.ledger.submit(command)
+    except errors.LedgerError as error:
+        if error.posting_id is not None and not error.replayed:
+            services.metrics.declines.labels(error.code).inc()
+        raise
+    if not result.replayed:
+        services.metrics.postings.inc(_postings_recorded(result))
+    content = _render(result, services.ledger.currencies, request)
+    return Response(content, status_code=SUCCESS_STATUS[type(command)], headers=headers_of(result))
+
+
+def headers_of(result: CommandResult) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if result.position is not None:
+        headers["Ledger-Position"] = str(result.position)
+    return headers
+
+
+def _render(result: CommandResult, exponents: render.Exponents, request: Req) -> Any:
+    outcome = result.outcome
+    if isinstance(outcome, AccountRecord):
+        return render.account(outcome, exponents)
+    if isinstance(outcome, PostingRecord):
+        return render.posting(outcome, exponents)
+    if isinstance(outcome, BatchRecord):
+        return render.batch(outcome, exponents)
+    if isinstance(outcome, SpaceRecord):
+        return render.space(outcome)
+    if isinstance(outcome, AssetRecord):
+        return render.asset(outcome)
+    assert isinstance(outcome, TokenRecord), outcome
+    return _issued_token(request, outcome)
+
+
+def _postings_recorded(result: CommandResult) -> int:
+    if isinstance(result.outcome, BatchRecord):
+        return len(result.outcome.postings)
+    if isinstance(result.outcome, PostingRecord) and result.outcome.status in ("posted", "pending"):
+        return 1
+    return 0
+
+
+# Spaces, assets, tokens (global keys) ----------------------------------------------------------
+
+
+@post("/v1/spaces", opt=command_opt("admin", wire.OpenSpaceRequest), responses=problems())
+async def open_space(request: Req, data: wire.OpenSpaceRequest) -> Response[wire.Space]:
+    """Open a space (a tenant's book). Admin."""
+    command = cmd.OpenSpace(name=data.name, base_currency=data.base_currency, **base(request))
+    return await answer(request, command)
+
+
+@post("/v1/assets", opt=command_opt("admin", wire.RegisterAssetRequest), responses=problems())
+async def register_asset(request: Req, data: wire.RegisterAssetRequest) -> Response[wire.Asset]:
+    """Register a non-ISO asset (BTC, a share, hours) with its exponent. Admin."""
+    command = cmd.RegisterAsset(
+        code=data.code, exponent=data.exponent, name=data.name, **base(request)
+    )
+    return await answer(request, command)
+
+
+@post("/v1/tokens", opt=command_opt("admin", wire.IssueTokenRequest), responses=problems())
+async def issue_token(request: Req, data: wire.IssueTokenRequest) -> Response[wire.IssuedToken]:
+    """Issue an API token; the token is in this answer only (replays derive the same one)."""
+    token = _token_for(request)
+    command = cmd.IssueToken(
+        token_hash=auth.hash_token(token),
+        role=data.role,
+        spaces=tuple(data.spaces),
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+def _token_for(request: Req) -> str:
+    """The token for this request's key (auth.derived_token). Without a server secret
+    configured, the caller's own bearer token is the secret."""
+    secret = services_of(request).token_secret
+    if secret is None:
+        secret = auth.bearer_token(request.headers.get("authorization"))
+    return auth.derived_token(secret, idempotency_key_of(request))
+
+
+def _issued_token(request: Req, record: TokenRecord) -> wire.IssuedToken:
+    token = _token_for(request)
+    if auth.hash_token(token) != record.token_hash:
+        raise errors.IdempotencyKeyReused("this idempotency key was used for another token")
+    return wire.IssuedToken(id=record.id, token=token, role=record.role, spaces=list(record.spaces))
+
+
+@delete(
+    "/v1/tokens/{token_id:str}",
+    opt={"access": "admin"},
+    responses=problems(),
+    status_code=204,
+)
+async def revoke_token(request: Req, token_id: str) -> None:
+    """Revoke a token (no key needed: revoking twice is revoking once)."""
+    target = path_id(request, "token_id")
+    await services_of(request).ledger.submit(
+        cmd.RevokeToken(
+            token_id=target, idempotency_key=f"revoke:{target}", context=context_of(request)
+        )
+    )
+
+
+# Accounts -----------------------------------------------------------------------------------
+
+ACCOUNTS: Final = "/v1/spaces/{space_id:str}/accounts"
+ACCOUNT: Final = ACCOUNTS + "/{account_id:str}"
+
+
+@post(ACCOUNTS, opt=command_opt("space-write", wire.OpenAccountRequest), responses=problems())
+async def open_account(
+    request: Req, space_id: str, data: wire.OpenAccountRequest
+) -> Response[wire.Account]:
+    """Open an account in the space."""
+    command = cmd.OpenAccount(
+        space_id=path_id(request, "space_id"),
+        name=data.name,
+        type=data.type,
+        currency=data.currency,
+        subtype=data.subtype,
+        code=data.code,
+        overdraft_limit=data.overdraft_limit,
+        metadata=data.metadata,
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+@patch(ACCOUNT, opt=command_opt("space-write", wire.UpdateAccountRequest), responses=problems())
+async def update_account(
+    request: Req, space_id: str, account_id: str, data: wire.UpdateAccountRequest
+) -> Response[wire.Account]:
+    """Change an account's name, overdraft limit (null removes it) or metadata."""
+    command = cmd.UpdateAccount(
+        space_id=path_id(request, "space_id"),
+        account_id=path_id(request, "account_id"),
+        name=data.name,
+        overdraft_limit=data.overdraft_limit,
+        metadata=data.metadata,
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+def _status_change(
+    command_type: type[cmd.FreezeAccount | cmd.UnfreezeAccount | cmd.CloseAccount],
+    request: Req,
+    data: wire.ReasonRequest,
+) -> cmd.Command:
+    return command_type(
+        space_id=path_id(request, "space_id"),
+        account_id=path_id(request, "account_id"),
+        reason=data.reason,
+        **base(request),
+    )
+
+
+REASON: Final = command_opt("space-write", wire.ReasonRequest)
+
+
+@post(ACCOUNT + "/freeze", opt=REASON, status_code=200, responses=problems())
+async def freeze_account(
+    request: Req, space_id: str, account_id: str, data: wire.ReasonRequest
+) -> Response[wire.Account]:
+    """Freeze an account: it accepts no new postings until unfrozen."""
+    return await answer(request, _status_change(cmd.FreezeAccount, request, data))
+
+
+@post(ACCOUNT + "/unfreeze", opt=REASON, status_code=200, responses=problems())
+async def unfreeze_account(
+    request: Req, space_id: str, account_id: str, data: wire.ReasonRequest
+) -> Response[wire.Account]:
+    """Unfreeze a frozen account."""
+    return await answer(request, _status_change(cmd.UnfreezeAccount, request, data))
+
+
+@post(ACCOUNT + "/close", opt=REASON, status_code=200, responses=problems())
+async def close_account(
+    request: Req, space_id: str, account_id: str, data: wire.ReasonRequest
+) -> Response[wire.Account]:
+    """Close an account (at a zero balance with no open holds), for good."""
+    return await answer(request, _status_change(cmd.CloseAccount, request, data))
+
+
+# Postings -----------------------------------------------------------------------------------
+
+POSTINGS: Final = "/v1/spaces/{space_id:str}/postings"
+POSTING: Final = POSTINGS + "/{posting_id:str}"
+
+
+def posting_spec(data: wire.PostingRequest) -> cmd.PostingSpec:
+    return cmd.PostingSpec(
+        entries=tuple(
+            cmd.EntrySpec(
+                account_id=entry.account_id,
+                direction=entry.direction,
+                amount=entry.amount,
+                currency=entry.currency,
+            )
+            for entry in data.entries
+        ),
+        description=data.description,
+        effective_date=data.effective_date,
+        merchant=data.merchant,
+        category_id=data.category_id,
+        metadata=data.metadata,
+        pending=data.pending,
+        expires_at=data.expires_at,
+    )
+
+
+@post(POSTINGS, opt=command_opt("space-write", wire.PostingRequest), responses=problems())
+async def record_posting(
+    request: Req, space_id: str, data: wire.PostingRequest
+) -> Response[wire.Posting]:
+    """Record a posting (or a hold, with `pending: true`)."""
+    command = cmd.RecordPosting(
+        space_id=path_id(request, "space_id"), posting=posting_spec(data), **base(request)
+    )
+    return await answer(request, command)
+
+
+@post(POSTINGS + "/batch", opt=command_opt("space-write", wire.BatchRequest), responses=problems())
+async def record_batch(
+    request: Req, space_id: str, data: wire.BatchRequest
+) -> Response[wire.Batch]:
+    """Record 1-1000 postings, all or none."""
+    command = cmd.RecordBatch(
+        space_id=path_id(request, "space_id"),
+        postings=tuple(posting_spec(item) for item in data.postings),
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+@post(
+    POSTING + "/post",
+    opt=command_opt("space-write", wire.CaptureRequest),
+    status_code=200,
+    responses=problems(),
+)
+async def post_pending(
+    request: Req, space_id: str, posting_id: str, data: wire.CaptureRequest
+) -> Response[wire.Posting]:
+    """Post a pending posting, fully or (two-entry holds) partly."""
+    command = cmd.PostPending(
+        space_id=path_id(request, "space_id"),
+        posting_id=path_id(request, "posting_id"),
+        amount=data.amount,
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+@post(
+    POSTING + "/void",
+    opt=command_opt("space-write", wire.ReasonRequest),
+    status_code=200,
+    responses=problems(),
+)
+async def void_pending(
+    request: Req, space_id: str, posting_id: str, data: wire.ReasonRequest
+) -> Response[wire.Posting]:
+    """Void a pending posting: its hold is released."""
+    command = cmd.VoidPending(
+        space_id=path_id(request, "space_id"),
+        posting_id=path_id(request, "posting_id"),
+        reason=data.reason,
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+@post(
+    POSTING + "/reverse", opt=command_opt("space-write", wire.ReverseRequest), responses=problems()
+)
+async def reverse_posting(
+    request: Req, space_id: str, posting_id: str, data: wire.ReverseRequest
+) -> Response[wire.Posting]:
+    """Reverse a posted posting with a new, mirrored one (at most once)."""
+    command = cmd.ReversePosting(
+        space_id=path_id(request, "space_id"),
+        posting_id=path_id(request, "posting_id"),
+        description=data.description,
+        effective_date=data.effective_date,
+        **base(request),
+    )
+    return await answer(request, command)
+
+
+COMMAND_ROUTES: Final = (
+    open_space,
+    register_asset,
+    issue_token,
+    revoke_token,
+    open_account,
+    update_account,
+    freeze_account,
+    unfreeze_account,
+    close_account,
+    record_posting,
+    record_batch,
+    post_pending,
+    void_pending,
+    reverse_posting,
+)

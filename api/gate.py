@@ -1,0 +1,144 @@
+"""What every /v1 request passes before its handler runs (a Litestar `before_request` hook).
+
+In API.md's order: the bearer token (401), the space grant (404, as for a missing space), the
+role (403), the path ids (404 with the resource's not-found code); then, for commands, the
+`Idempotency-Key` header (400) and the body. A body that is JSON but of the wrong shape is
+refused with 422 and that refusal is stored with the key (`RecordRefusal`), so a retry answers it
+again and the same key with another body is 409 — the same as for refusals the ledger decides.
+
+Each route declares what it needs in its `opt`: `access` (auth.Access) and, for commands, `body`
+(the wire request type). The decoded body is handed to Litestar as the request's parsed JSON, so
+the handler's `data` argument is that struct, decoded once, strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+from uuid import UUID
+
+from litestar import Request
+from litestar.utils.scope.state import ScopeState
+
+from api import auth, wire
+from api.problems import parse_id
+from api.request_id import request_id_of
+from api.services import Services, services_of
+from ledger_core import errors, rules
+from ledger_core.commands import RecordRefusal
+from ledger_core.types import CommandContext
+
+#: Path parameters that are ids, and the not-found each answers when malformed (API.md).
+PATH_IDS: Final[dict[str, type[errors.LedgerError]]] = {
+    "space_id": errors.SpaceNotFound,
+    "account_id": errors.AccountNotFound,
+    "posting_id": errors.PostingNotFound,
+    "token_id": errors.TokenNotFound,
+}
+#: Longest User-Agent recorded in events.
+MAX_USER_AGENT_LENGTH: Final = 256
+
+_PRINCIPAL: Final = "ledger_principal"
+_IDS: Final = "ledger_path_ids"
+_KEY: Final = "ledger_idempotency_key"
+
+
+def command_opt(access: auth.Access, body: type[wire.RequestBody] | None) -> dict[str, Any]:
+    """A command route's `opt`: needs an idempotency key (and a body of type `body`)."""
+    return {"access": access, "body": body, "command": True}
+
+
+def read_opt(access: auth.Access) -> dict[str, Any]:
+    return {"access": access}
+
+
+async def gate(request: Request[Any, Any, Any]) -> None:
+    opt = request.route_handler.opt
+    access: auth.Access | None = opt.get("access")
+    if access is None:
+        return
+    services = services_of(request)
+    principal = auth.authenticate(
+        request.headers.get("authorization"), services.ledger, services.admin_token_hash
+    )
+    params = request.path_params
+    space_id = parse_id(params["space_id"], errors.SpaceNotFound) if "space_id" in params else None
+    auth.authorise(principal, access, space_id)
+    ids = {name: parse_id(params[name], cls) for name, cls in PATH_IDS.items() if name in params}
+    request.state[_PRINCIPAL] = principal
+    request.state[_IDS] = ids
+    if opt.get("command"):
+        key = rules.check_idempotency_key(request.headers.get("idempotency-key"))
+        request.state[_KEY] = key
+        body_type: type[wire.RequestBody] | None = opt.get("body")
+        if body_type is not None:
+            await _decode_body(request, services, body_type, space_id, key)
+
+
+async def _decode_body(
+    request: Request[Any, Any, Any],
+    services: Services,
+    body_type: type[wire.RequestBody],
+    space_id: UUID | None,
+    key: str,
+) -> None:
+    raw = await request.body()
+    try:
+        decoded = wire.decode_request(raw, body_type)
+    except errors.LedgerError as refusal:
+        if not refusal.stored:
+            raise
+        await services.ledger.submit(
+            RecordRefusal(
+                space_id=space_id,
+                fingerprint=request_fingerprint(request, raw),
+                code=refusal.code,
+                detail=refusal.detail,
+                idempotency_key=key,
+                context=context_of(request),
+            )
+        )
+        raise AssertionError("a stored refusal always raises") from refusal
+    # Litestar takes the request's parsed JSON from here for the handler's `data`: a struct
+    # converts to itself, so the body is decoded once, by the strict decoder above.
+    ScopeState.from_scope(request.scope).json = decoded
+
+
+def request_fingerprint(request: Request[Any, Any, Any], raw: bytes) -> bytes:
+    """What identifies a request refused before it became a command: method, route template,
+    path parameters and the raw body."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(request.method.encode("ascii") + b"\x00")
+    digest.update(request.scope.get("path_template", request.url.path).encode("utf-8") + b"\x00")
+    for name, value in sorted(request.path_params.items()):
+        digest.update(f"{name}={value}".encode() + b"\x00")
+    digest.update(raw)
+    return digest.digest()
+
+
+def principal_of(request: Request[Any, Any, Any]) -> auth.Principal:
+    principal: auth.Principal = request.state[_PRINCIPAL]
+    return principal
+
+
+def path_id(request: Request[Any, Any, Any], name: str) -> UUID:
+    ids: dict[str, UUID] = request.state[_IDS]
+    return ids[name]
+
+
+def idempotency_key_of(request: Request[Any, Any, Any]) -> str:
+    key: str = request.state[_KEY]
+    return key
+
+
+def context_of(request: Request[Any, Any, Any]) -> CommandContext:
+    """Who and where, recorded in the command's events."""
+    principal: auth.Principal | None = request.state.get(_PRINCIPAL)
+    client = request.client
+    user_agent = request.headers.get("user-agent")
+    return CommandContext(
+        token_id=principal.token_id if principal else None,
+        request_id=request_id_of(request.scope),
+        client_address=client.host if client else None,
+        user_agent=user_agent[:MAX_USER_AGENT_LENGTH] if user_agent else None,
+    )

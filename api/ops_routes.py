@@ -1,0 +1,63 @@
+"""Operations routes, no token needed (API.md "Operations"): /health (the process answers),
+/ready (the database answers; the projections' lag), /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from litestar import Request, Response, get
+from litestar.concurrency import sync_to_thread
+
+from api import wire
+from api.metrics import METRICS_CONTENT_TYPE
+from api.services import Services, services_of
+
+logger = logging.getLogger("api")
+
+Req = Request[Any, Any, Any]
+
+
+@get("/health", sync_to_thread=False)
+def health() -> wire.Health:
+    """The process is alive and answering."""
+    return wire.Health(status="ok")
+
+
+@get("/ready")
+async def ready(request: Req) -> Response[wire.Readiness]:
+    """Ready when the database answers; says how far the projections lag behind the log."""
+    readiness = await sync_to_thread(_readiness, services_of(request))
+    return Response(readiness, status_code=200 if readiness.database else 503)
+
+
+def _readiness(services: Services) -> wire.Readiness:
+    try:
+        log_position = services.ledger.store.max_position()
+        applied = services.read_models.applied_position()
+    except Exception:  # any failure to reach the database means: not ready
+        logger.warning("readiness check failed", exc_info=True)
+        return wire.Readiness(
+            status="unavailable",
+            database=False,
+            applied_position=None,
+            log_position=None,
+            projection_lag=None,
+        )
+    return wire.Readiness(
+        status="ready",
+        database=True,
+        applied_position=applied,
+        log_position=log_position,
+        projection_lag=max(0, log_position - applied),
+    )
+
+
+@get("/metrics", media_type=METRICS_CONTENT_TYPE)
+async def metrics(request: Req) -> bytes:
+    """Prometheus text: request counts and latencies, postings, declines, projection lag."""
+    registry = services_of(request).metrics
+    return await sync_to_thread(registry.render)
+
+
+OPS_ROUTES: Final = (health, ready, metrics)

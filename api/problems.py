@@ -1,0 +1,203 @@
+"""RFC 9457 problem details: every refusal's code mapped to its HTTP status in ONE table.
+
+The domain raises `LedgerError`s with stable codes (ledger_core.errors); this module is the only
+place that knows which status each code answers (API.md's error table, plus the core's extra
+codes). Litestar's own HTTP exceptions (unknown route, wrong method, body too large) are answered
+in the same shape, and any other exception is a bug: it is logged with its traceback and the
+client gets a generic 500 problem with no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+from uuid import UUID
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
+
+from api.request_id import request_id_of
+from ledger_core import errors
+
+logger = logging.getLogger("api")
+
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+PROBLEM_TYPE_BASE: Final = "https://ledger-core.dev/errors/"
+
+#: Codes the HTTP layer itself answers (not refusals of the ledger).
+UNAUTHENTICATED: Final = "unauthenticated"
+FORBIDDEN: Final = "forbidden"
+NOT_FOUND: Final = "not-found"
+METHOD_NOT_ALLOWED: Final = "method-not-allowed"
+REQUEST_TOO_LARGE: Final = "request-too-large"
+INTERNAL_ERROR: Final = "internal-error"
+
+#: The one table: code -> HTTP status (API.md "Errors").
+STATUS_BY_CODE: Final[Mapping[str, int]] = {
+    "malformed-request": 400,
+    "idempotency-key-missing": 400,
+    UNAUTHENTICATED: 401,
+    FORBIDDEN: 403,
+    "space-not-found": 404,
+    "account-not-found": 404,
+    "posting-not-found": 404,
+    "token-not-found": 404,
+    NOT_FOUND: 404,
+    METHOD_NOT_ALLOWED: 405,
+    "idempotency-key-reused": 409,
+    "idempotency-key-in-flight": 409,
+    "account-code-taken": 409,
+    "posting-not-pending": 409,
+    "posting-not-posted": 409,
+    "posting-already-reversed": 409,
+    "account-not-empty": 409,
+    "asset-exists": 409,
+    REQUEST_TOO_LARGE: 413,
+    "invalid-request": 422,
+    "invalid-amount": 422,
+    "unknown-currency": 422,
+    "unbalanced-posting": 422,
+    "currency-mismatch": 422,
+    "too-few-entries": 422,
+    "too-many-entries": 422,
+    "insufficient-funds": 422,
+    "account-frozen": 422,
+    "account-closed": 422,
+    "exceeds-pending-amount": 422,
+    "pending-expired": 422,
+    "batch-too-large": 422,
+    "batch-item-failed": 422,
+    "limit-below-available": 422,
+    INTERNAL_ERROR: 500,
+    "unavailable": 503,
+    "position-not-reached": 503,
+}
+
+#: Litestar's own HTTP exceptions by status -> our code.
+_CODE_BY_HTTP_STATUS: Final[Mapping[int, str]] = {
+    400: "malformed-request",
+    401: UNAUTHENTICATED,
+    403: FORBIDDEN,
+    404: NOT_FOUND,
+    405: METHOD_NOT_ALLOWED,
+    413: REQUEST_TOO_LARGE,
+    503: "unavailable",
+}
+
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_SECONDS: Final = 1
+
+
+class Unauthenticated(errors.LedgerError):
+    """No valid bearer token was sent."""
+
+    code = UNAUTHENTICATED
+    stored = False
+
+
+class Forbidden(errors.LedgerError):
+    """The token's role does not allow this request."""
+
+    code = FORBIDDEN
+    stored = False
+
+
+def status_of(code: str) -> int:
+    """The HTTP status of a code; an unknown code is a bug in this table, answered as 500."""
+    return STATUS_BY_CODE.get(code, 500)
+
+
+def title_of(code: str) -> str:
+    return code.replace("-", " ").capitalize()
+
+
+def problem_response(
+    request: Request[Any, Any, Any] | None,
+    code: str,
+    detail: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    status = status_of(code)
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title_of(code),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    for name, value in (extra or {}).items():
+        body.setdefault(name, value)
+    all_headers = dict(headers or {})
+    if status == 503:
+        all_headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if request is not None:
+        all_headers["X-Request-ID"] = request_id_of(request.scope)
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=all_headers,
+    )
+
+
+def ledger_error_response(
+    request: Request[Any, Any, Any], error: errors.LedgerError
+) -> Response[bytes]:
+    """A refusal as a problem; a stored answer carries `Idempotent-Replayed`, a refusal that
+    recorded something (a declined posting) `Ledger-Position` and its `posting_id`."""
+    headers: dict[str, str] = {}
+    if error.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if error.position is not None:
+        headers["Ledger-Position"] = str(error.position)
+    extra = dict(error.extra)
+    if error.posting_id is not None:
+        extra["posting_id"] = str(error.posting_id)
+    return problem_response(request, error.code, error.detail, extra=extra, headers=headers)
+
+
+def http_exception_response(
+    request: Request[Any, Any, Any], error: HTTPException
+) -> Response[bytes]:
+    code = _CODE_BY_HTTP_STATUS.get(error.status_code)
+    if code is None:
+        return internal_error_response(request, error)
+    headers = dict(error.headers or {})
+    return problem_response(request, code, str(error.detail), headers=headers)
+
+
+def internal_error_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    """A bug: log everything, tell the client nothing but the request id to quote."""
+    logger.error(
+        "unhandled error answering %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id_of(request.scope),
+        exc_info=error,
+    )
+    return problem_response(
+        request,
+        INTERNAL_ERROR,
+        "the server failed to answer this request; quote the X-Request-ID when reporting it",
+    )
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    return {
+        errors.LedgerError: ledger_error_response,
+        HTTPException: http_exception_response,
+        Exception: internal_error_response,
+    }
+
+
+def parse_id(text: str, not_found: type[errors.LedgerError]) -> UUID:
+    """A path id; a malformed one is the resource's not-found (API.md)."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise not_found(f"no such id {text[:64]!r}") from None

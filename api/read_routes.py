@@ -1,0 +1,378 @@
+"""Read routes: the projections' read models (projections.queries.ReadModels), rendered.
+
+The read models are synchronous (SQL), so each read runs in a worker thread, never on the event
+loop. A read honours `Ledger-Min-Position: n`: it first waits (up to the configured bound) until
+the projections applied position n, so a client reads its own writes; past the bound it answers
+503 `position-not-reached` with Retry-After. Query parameters are parsed here, so a bad one is a
+422 `invalid-request` problem like any other refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any, Final, TypeVar, get_args
+
+from litestar import Request, get
+from litestar.concurrency import sync_to_thread
+from litestar.params import Parameter
+
+from api import render, wire
+from api.command_routes import problems
+from api.gate import path_id, read_opt
+from api.limits import DEFAULT_PAGE_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_LIMIT, MAX_POSITION
+from api.services import Services, services_of
+from ledger_core import errors
+from ledger_core.types import AccountStatus, AccountType, PostingStatus
+
+T = TypeVar("T")
+Req = Request[Any, Any, Any]
+
+MIN_POSITION_HEADER: Final = "ledger-min-position"
+READ: Final = read_opt("space-read")
+
+
+async def read(request: Req, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Wait for `Ledger-Min-Position` if asked, then run a read model query in a thread."""
+    services = services_of(request)
+    await _wait_for_min_position(request, services)
+    return await sync_to_thread(query, *args, **kwargs)
+
+
+async def _wait_for_min_position(request: Req, services: Services) -> None:
+    header = request.headers.get(MIN_POSITION_HEADER)
+    if header is None:
+        return
+    position = _parse_position(header)
+    timeout = services.settings.position_wait_seconds
+    if not await services.read_models.awaitable_wait_for_position(position, timeout):
+        raise errors.PositionNotReached(
+            f"the read models did not reach position {position} within {timeout:g} s; retry"
+        )
+
+
+def _parse_position(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_POSITION:
+        raise errors.MalformedRequest("Ledger-Min-Position is a non-negative integer")
+    return int(text)
+
+
+def page_limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_PAGE_LIMIT
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+        raise errors.InvalidRequest(f"limit is an integer from 1 to {MAX_PAGE_LIMIT}")
+    return int(text)
+
+
+def cursor(text: str | None) -> str | None:
+    if text is not None and len(text) > MAX_CURSOR_LENGTH:
+        raise errors.InvalidRequest("the cursor is not one this server gave")
+    return text
+
+
+def day(text: str | None, name: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else _bad_date(name)
+    except ValueError:
+        return _bad_date(name)
+
+
+def _bad_date(name: str) -> date:
+    raise errors.InvalidRequest(f"{name} is a date YYYY-MM-DD")
+
+
+def choice(text: str | None, allowed: Any, name: str) -> Any:
+    if text is not None and text not in get_args(allowed):
+        raise errors.InvalidRequest(f"{name} is one of {', '.join(get_args(allowed))}")
+    return text
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _found(value: T | None, error: errors.LedgerError) -> T:
+    if value is None:
+        raise error
+    return value
+
+
+# Spaces and accounts ----------------------------------------------------------------------------
+
+SPACE: Final = "/v1/spaces/{space_id:str}"
+ACCOUNT: Final = SPACE + "/accounts/{account_id:str}"
+
+
+@get(SPACE, opt=READ, responses=problems())
+async def get_space(request: Req, space_id: str) -> wire.Space:
+    """A space."""
+    space = path_id(request, "space_id")
+    view = await read(request, services_of(request).read_models.space, space)
+    return render.space(_found(view, errors.SpaceNotFound(f"no space {space}")))
+
+
+@get(SPACE + "/accounts", opt=READ, responses=problems())
+async def list_accounts(
+    request: Req,
+    space_id: str,
+    type: str | None = None,
+    status: str | None = None,
+    cursor_: str | None = Parameter(query="cursor", default=None),
+    limit: str | None = None,
+) -> wire.AccountPage:
+    """A page of the space's accounts, in the order they were opened."""
+    services = services_of(request)
+    page = await read(
+        request,
+        services.read_models.accounts,
+        path_id(request, "space_id"),
+        type=choice(type, AccountType, "type"),
+        status=choice(status, AccountStatus, "status"),
+        cursor=cursor(cursor_),
+        limit=page_limit(limit),
+    )
+    currencies = services.ledger.currencies
+    return wire.AccountPage(
+        items=[render.account(item, currencies) for item in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@get(ACCOUNT, opt=READ, responses=problems())
+async def get_account(request: Req, space_id: str, account_id: str) -> wire.Account:
+    """An account with its balances."""
+    services = services_of(request)
+    view = await read(
+        request,
+        services.read_models.account,
+        path_id(request, "space_id"),
+        path_id(request, "account_id"),
+    )
+    found = _found(view, errors.AccountNotFound(f"no account {account_id} in this space"))
+    return render.account(found, services.ledger.currencies)
+
+
+@get(ACCOUNT + "/balance", opt=READ, responses=problems())
+async def get_balance_as_of(
+    request: Req, space_id: str, account_id: str, as_of: str | None = None
+) -> wire.BalanceAsOf:
+    """The posted balance at the end of an effective date (default today)."""
+    services = services_of(request)
+    view = await read(
+        request,
+        services.read_models.balance_as_of,
+        path_id(request, "space_id"),
+        path_id(request, "account_id"),
+        day(as_of, "as_of") or today(),
+    )
+    found = _found(view, errors.AccountNotFound(f"no account {account_id} in this space"))
+    return wire.BalanceAsOf(
+        account_id=found.account_id,
+        as_of=found.as_of,
+        currency=found.currency,
+        posted=render.amount(found.posted, found.currency, services.ledger.currencies),
+    )
+
+
+@get(ACCOUNT + "/entries", opt=READ, responses=problems())
+async def list_entries(
+    request: Req,
+    space_id: str,
+    account_id: str,
+    from_: str | None = Parameter(query="from", default=None),
+    to: str | None = None,
+    cursor_: str | None = Parameter(query="cursor", default=None),
+    limit: str | None = None,
+) -> wire.EntryPage:
+    """The account's posted entries in log order, each with the balance after it."""
+    services = services_of(request)
+    page = await read(
+        request,
+        services.read_models.entries,
+        path_id(request, "space_id"),
+        path_id(request, "account_id"),
+        from_date=day(from_, "from"),
+        to_date=day(to, "to"),
+        cursor=cursor(cursor_),
+        limit=page_limit(limit),
+    )
+    currencies = services.ledger.currencies
+    return wire.EntryPage(
+        items=[_entry_line(item, currencies) for item in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _entry_line(view: Any, currencies: render.Exponents) -> wire.EntryLine:
+    return wire.EntryLine(
+        posting_id=view.posting_id,
+        account_id=view.account_id,
+        direction=view.direction,
+        amount=render.amount(view.amount_minor, view.currency, currencies),
+        currency=view.currency,
+        effective_date=view.effective_date,
+        recorded_at=view.recorded_at,
+        position=view.position,
+        balance_after=render.amount(view.balance_after, view.currency, currencies),
+    )
+
+
+# Postings and reports ---------------------------------------------------------------------------
+
+
+@get(SPACE + "/postings", opt=READ, responses=problems())
+async def list_postings(
+    request: Req,
+    space_id: str,
+    account_id: str | None = None,
+    status: str | None = None,
+    from_: str | None = Parameter(query="from", default=None),
+    to: str | None = None,
+    cursor_: str | None = Parameter(query="cursor", default=None),
+    limit: str | None = None,
+) -> wire.PostingPage:
+    """A page of the space's postings in log order."""
+    services = services_of(request)
+    page = await read(
+        request,
+        services.read_models.postings,
+        path_id(request, "space_id"),
+        account_id=_account_filter(account_id),
+        status=choice(status, PostingStatus, "status"),
+        from_date=day(from_, "from"),
+        to_date=day(to, "to"),
+        cursor=cursor(cursor_),
+        limit=page_limit(limit),
+    )
+    currencies = services.ledger.currencies
+    return wire.PostingPage(
+        items=[render.posting(item, currencies) for item in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _account_filter(text: str | None) -> Any:
+    from uuid import UUID
+
+    if text is None:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        raise errors.InvalidRequest("account_id is an account's id") from None
+
+
+@get(SPACE + "/postings/{posting_id:str}", opt=READ, responses=problems())
+async def get_posting(request: Req, space_id: str, posting_id: str) -> wire.Posting:
+    """A posting."""
+    services = services_of(request)
+    view = await read(
+        request,
+        services.read_models.posting,
+        path_id(request, "space_id"),
+        path_id(request, "posting_id"),
+    )
+    found = _found(view, errors.PostingNotFound(f"no posting {posting_id} in this space"))
+    return render.posting(found, services.ledger.currencies)
+
+
+@get(SPACE + "/reports/trial-balance", opt=READ, responses=problems())
+async def trial_balance(request: Req, space_id: str, as_of: str | None = None) -> wire.TrialBalance:
+    """Each account's net posted balance as of a date in its debit or credit column; per
+    currency the columns' totals are equal."""
+    services = services_of(request)
+    view = await read(
+        request,
+        services.read_models.trial_balance,
+        path_id(request, "space_id"),
+        day(as_of, "as_of") or today(),
+    )
+    currencies = services.ledger.currencies
+
+    def money(amount_minor: int, currency: str) -> str:
+        return render.amount(amount_minor, currency, currencies)
+
+    return wire.TrialBalance(
+        as_of=view.as_of,
+        rows=[
+            wire.TrialBalanceRow(
+                account_id=row.account_id,
+                code=row.code,
+                name=row.name,
+                type=row.type,
+                currency=row.currency,
+                debit=money(row.debit_minor, row.currency),
+                credit=money(row.credit_minor, row.currency),
+            )
+            for row in view.rows
+        ],
+        totals=[
+            wire.TrialBalanceTotal(
+                currency=total.currency,
+                debit=money(total.debit_minor, total.currency),
+                credit=money(total.credit_minor, total.currency),
+            )
+            for total in view.totals
+        ],
+    )
+
+
+# Global reads -----------------------------------------------------------------------------------
+
+
+@get("/v1/assets", opt=read_opt("any"), responses=problems())
+async def list_assets(request: Req) -> wire.AssetList:
+    """The registered (non-ISO) assets."""
+    assets = await sync_to_thread(services_of(request).ledger.assets)
+    return wire.AssetList(items=[render.asset(item) for item in assets])
+
+
+@get("/v1/events", opt=read_opt("admin"), responses=problems())
+async def list_events(
+    request: Req, after: str | None = None, limit: str | None = None
+) -> wire.EventPage:
+    """The log itself, for integrations (admin): events after a position, in log order."""
+    page = await read(
+        request,
+        services_of(request).read_models.events,
+        after=_parse_after(after),
+        limit=page_limit(limit),
+    )
+    return wire.EventPage(
+        items=[
+            wire.LogEvent(
+                position=item.position,
+                space_id=item.space_id,
+                type=item.type,
+                recorded_at=item.recorded_at,
+                data=item.data,
+            )
+            for item in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+def _parse_after(text: str | None) -> int:
+    if text is None:
+        return 0
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_POSITION:
+        raise errors.InvalidRequest("after is a log position (a non-negative integer)")
+    return int(text)
+
+
+READ_ROUTES: Final = (
+    get_space,
+    list_accounts,
+    get_account,
+    get_balance_as_of,
+    list_entries,
+    list_postings,
+    get_posting,
+    trial_balance,
+    list_assets,
+    list_events,
+)

@@ -1,0 +1,60 @@
+"""Request ids: every request gets one, returned as `X-Request-ID` and written into the events of
+the commands it sends (CommandContext), so the audit view can tie a change to a request.
+
+A client may send its own `X-Request-ID`; it is kept if it is sane (1-128 characters of letters,
+digits and `-_.:`), replaced by a fresh random id otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Final
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.limits import MAX_REQUEST_ID_LENGTH
+
+_SANE_REQUEST_ID: Final = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+_SCOPE_KEY: Final = "ledger_request_id"
+_HEADER: Final = b"x-request-id"
+
+
+def request_id_of(scope: Scope | dict[str, Any]) -> str:
+    """The id of this request: assigned once, from a sane client header or fresh."""
+    state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[arg-type]
+    request_id = state.get(_SCOPE_KEY)
+    if request_id is None:
+        request_id = _from_headers(scope.get("headers", ())) or uuid.uuid4().hex
+        state[_SCOPE_KEY] = request_id
+    return str(request_id)
+
+
+def _from_headers(headers: Any) -> str | None:
+    for name, value in headers:
+        if name == _HEADER:
+            text = value.decode("latin-1")
+            return text if _SANE_REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Adds `X-Request-ID` to every HTTP answer (problems set it themselves as well)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        request_id = request_id_of(scope).encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER]
+                headers.append((_HEADER, request_id))
+                message["headers"] = headers
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return middleware

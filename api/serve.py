@@ -1,0 +1,109 @@
+"""`ledger serve` (the HTTP API) and `ledger token create` (an API token, printed once).
+
+`ledger serve` applies the migrations, then serves `api.app.create_app()` with the projections
+running in the same process (unless `--no-projections`, for a separate `ledger project`), on the
+database LEDGER_DATABASE_URL names (an SQLite file by default, or PostgreSQL). On an empty
+database it says how to get an admin token and make a first posting: it never makes a secret
+silently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+import click
+
+from api.auth import hash_token, new_token
+from ledger_core import commands as cmd
+from ledger_core.ledger import Ledger
+from ledger_core.settings import LedgerSettings
+from ledger_core.types import CommandContext
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8000
+
+
+@click.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--no-projections",
+    is_flag=True,
+    help="Do not run the projections in this process (run `ledger project` beside it).",
+)
+def serve(host: str, port: int, no_projections: bool) -> None:
+    """Serve the HTTP API (LEDGER_DATABASE_URL selects the database)."""
+    import uvicorn
+
+    from api.app import create_app
+    from migrations import apply_migrations
+
+    settings = LedgerSettings()
+    apply_migrations(settings.database_url)
+    if _is_empty(settings):
+        click.echo(first_start_message(settings, host, port))
+    app = create_app(settings, run_projections=not no_projections)
+    click.echo(f"serving the ledger API on http://{host}:{port} (docs: /schema)")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _is_empty(settings: LedgerSettings) -> bool:
+    from ledger_core.store import open_store
+
+    store = open_store(settings.database_url, create_tables=True)
+    try:
+        return store.max_position() == 0
+    finally:
+        store.close()
+
+
+def first_start_message(settings: LedgerSettings, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    if settings.admin_token:
+        token_step = (
+            "Your admin token is the value of LEDGER_ADMIN_TOKEN:\n  TOKEN=$LEDGER_ADMIN_TOKEN"
+        )
+    else:
+        token_step = (
+            "No admin token yet. Either restart with LEDGER_ADMIN_TOKEN set to a long random\n"
+            "secret, or create one (it is printed once):\n"
+            "  TOKEN=$(ledger token create --role admin)"
+        )
+    return f"""The ledger database is empty ({settings.database_url}).
+{token_step}
+Then open a space, two accounts and make a first posting:
+  curl -s -X POST {base}/v1/spaces -H "Authorization: Bearer $TOKEN" \\
+       -H "Idempotency-Key: space-1" -d '{{"name": "Home", "base_currency": "USD"}}'
+  curl -s -X POST {base}/v1/spaces/$SPACE/accounts -H "Authorization: Bearer $TOKEN" \\
+       -H "Idempotency-Key: checking" \\
+       -d '{{"name": "Checking", "type": "asset", "currency": "USD"}}'
+  curl -s -X POST {base}/v1/spaces/$SPACE/postings -H "Authorization: Bearer $TOKEN" \\
+       -H "Idempotency-Key: posting-1" -d '{{"entries": [
+         {{"account_id": "'$CHECKING'", "direction": "debit", "amount": "100.00"}},
+         {{"account_id": "'$SALARY'", "direction": "credit", "amount": "100.00"}}]}}'
+The API is described at {base}/schema."""
+
+
+@click.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--role", type=click.Choice(["admin", "write", "read"]), required=True)
+@click.option("--space", "spaces", multiple=True, type=click.UUID, help="A space to grant.")
+def create_token(role: str, spaces: tuple[uuid.UUID, ...]) -> None:
+    """Create an API token and print it (only its hash is stored: it is shown this once)."""
+    value = new_token()
+    with Ledger.open(settings=LedgerSettings()) as ledger:
+        ledger.execute(
+            cmd.IssueToken(
+                idempotency_key=f"cli-token:{uuid.uuid4()}",
+                token_hash=hash_token(value),
+                role=role,  # type: ignore[arg-type]
+                spaces=spaces,
+                context=CommandContext(user_agent="ledger token create"),
+            )
+        )
+    click.echo(value)

@@ -1,0 +1,108 @@
+"""What one app instance serves with: the Ledger, the read models and the projection runner.
+
+Created in the app's on_startup and closed on_shutdown (Litestar lifecycle hooks), kept on
+`app.state.services`: the app factory has no module-level state, so tests can run several apps,
+each on its own database. Things passed in by the caller (a test's Ledger, say) are used as they
+are and not closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar, Request
+
+from api.auth import hash_token
+from api.metrics import Metrics
+from ledger_core.ledger import Ledger
+from ledger_core.settings import LedgerSettings
+
+if TYPE_CHECKING:
+    from projections.queries import ReadModels
+    from projections.runner import ProjectionRunner
+
+
+@dataclass
+class Services:
+    settings: LedgerSettings
+    metrics: Metrics
+    run_projections: bool
+    ledger_given: Ledger | None = None
+    read_models_given: ReadModels | None = None
+    _ledger: Ledger | None = None
+    _read_models: ReadModels | None = None
+    runner: ProjectionRunner | None = None
+    admin_token_hash: str | None = field(default=None)
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise RuntimeError("the app has not started")
+        return self._ledger
+
+    @property
+    def read_models(self) -> ReadModels:
+        if self._read_models is None:
+            raise RuntimeError("the app has not started")
+        return self._read_models
+
+    @property
+    def token_secret(self) -> str | None:
+        """The server secret tokens issued over HTTP are derived from (see auth.derived_token)."""
+        return self.settings.encryption_key or self.settings.admin_token
+
+    def start(self) -> None:
+        url = self.settings.database_url
+        if self.settings.admin_token:
+            self.admin_token_hash = hash_token(self.settings.admin_token)
+        self._ledger = self.ledger_given or Ledger.open(settings=self.settings)
+        self._read_models = self.read_models_given or _open_read_models(url)
+        if self.run_projections:
+            from projections.runner import ProjectionRunner
+
+            self.runner = ProjectionRunner(url)
+            self.runner.start()
+        self.metrics.watch_projection_lag(self.projection_lag)
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        if self._read_models is not None and self.read_models_given is None:
+            close = getattr(self._read_models, "close", None)
+            if close is not None:
+                close()
+        if self._ledger is not None and self.ledger_given is None:
+            self._ledger.close()
+        self._ledger = None
+        self._read_models = None
+
+    def projection_lag(self) -> int | None:
+        """Events not yet applied by the projections (None when they do not run here)."""
+        if self.runner is not None:
+            lag: int = self.runner.lag()
+            return lag
+        if self._ledger is None or self._read_models is None:
+            return None
+        applied: int = self._read_models.applied_position()
+        return max(0, self._ledger.store.max_position() - applied)
+
+
+def _open_read_models(url: str) -> ReadModels:
+    """The read models, on a database migrated to the current schema."""
+    from migrations import apply_migrations
+    from projections.queries import ReadModels
+
+    apply_migrations(url)
+    return ReadModels(url)
+
+
+def services_of(request: Request[Any, Any, Any]) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def app_services(app: Litestar) -> Services:
+    services: Services = app.state.services
+    return services
