@@ -1,0 +1,517 @@
+"""The `balances` projection: spaces, accounts with their balances, the entries history with a
+running balance, and per-day closing balances.
+
+Per batch of events: load the accounts and open holds the batch touches (one query each), apply
+the events in log order in memory, then write back with a few bulk statements. Nothing is kept
+between batches, so memory depends on the batch, not on the log.
+
+Balances are integers in the account's normal-balance direction (debit for asset and expense,
+credit for the rest): a debit to an asset adds, a credit subtracts. `pending_debits` and
+`pending_credits` are the totals of open holds' entries; a hold is released when posted, voided
+or expired, and its posted part (possibly a partial capture) becomes entries then, with the
+hold's effective date and the capture's log position.
+
+Balance as of a date (`rm_daily_balances`): one row per account and effective date that has
+posted entries, holding that day's posted delta and the closing balance at the end of that day.
+A posting dated `d` adds its amount to the day's delta and to the closing balance of every row
+from `d` on (usually only the newest row; a backdated posting also updates the later days, which
+are bounded by the days with activity, not by the number of postings). Reading the balance at the
+end of any date is then one index seek: the closing balance of the latest row on or before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any, ClassVar, Final
+from uuid import UUID
+
+import msgspec
+
+from ledger_core import events as ev
+from ledger_core.types import NORMAL_BALANCE
+from projections.base import LoggedEvent, Projection
+from projections.db import Cursor
+
+#: Keys looked up per query when a batch loads its accounts or holds (SQLite allows 32766 bound
+#: variables per statement; two per key).
+LOOKUP_CHUNK_KEYS: Final = 500
+
+_entries_encoder = msgspec.json.Encoder()
+_entries_decoder = msgspec.json.Decoder(tuple[ev.EntryRecorded, ...])
+_metadata_encoder = msgspec.json.Encoder(order="sorted")
+_metadata_decoder = msgspec.json.Decoder(dict[str, str])
+
+_ACCOUNT_COLUMNS: Final = (
+    "space_id, account_id, position, name, type, subtype, currency, code, normal_balance, "
+    "status, overdraft_limit_minor, metadata, posted_minor, pending_debits_minor, "
+    "pending_credits_minor"
+)
+
+
+def encode_entries(entries: Sequence[ev.EntryRecorded]) -> str:
+    return _entries_encoder.encode(entries).decode()
+
+
+def decode_entries(text: str | bytes) -> tuple[ev.EntryRecorded, ...]:
+    return _entries_decoder.decode(text)
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    return _metadata_encoder.encode(metadata).decode()
+
+
+def decode_metadata(text: str | bytes) -> dict[str, str]:
+    return _metadata_decoder.decode(text)
+
+
+class AccountRow:
+    """An account's row while a batch is applied."""
+
+    __slots__ = (
+        "account_id",
+        "code",
+        "currency",
+        "dirty",
+        "is_new",
+        "metadata",
+        "name",
+        "normal",
+        "overdraft_limit",
+        "pending_credits",
+        "pending_debits",
+        "position",
+        "posted",
+        "space_id",
+        "status",
+        "subtype",
+        "type",
+    )
+
+    def __init__(self, values: Sequence[Any], *, is_new: bool) -> None:
+        (
+            self.space_id,
+            self.account_id,
+            self.position,
+            self.name,
+            self.type,
+            self.subtype,
+            self.currency,
+            self.code,
+            self.normal,
+            self.status,
+            self.overdraft_limit,
+            self.metadata,
+            self.posted,
+            self.pending_debits,
+            self.pending_credits,
+        ) = values
+        self.is_new = is_new
+        self.dirty = is_new
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.space_id,
+            self.account_id,
+            self.position,
+            self.name,
+            self.type,
+            self.subtype,
+            self.currency,
+            self.code,
+            self.normal,
+            self.status,
+            self.overdraft_limit,
+            self.metadata,
+            self.posted,
+            self.pending_debits,
+            self.pending_credits,
+        )
+
+
+class Hold:
+    """An open hold while a batch is applied: its effective date and entries."""
+
+    __slots__ = ("effective_date", "entries", "is_new")
+
+    def __init__(
+        self, effective_date: date, entries: tuple[ev.EntryRecorded, ...], *, is_new: bool
+    ) -> None:
+        self.effective_date = effective_date
+        self.entries = entries
+        self.is_new = is_new
+
+
+_HOLD_CLOSERS: Final = (ev.PendingPostingPosted, ev.PendingPostingVoided, ev.PendingPostingExpired)
+_ACCOUNT_EVENTS: Final = (
+    ev.AccountUpdated,
+    ev.AccountFrozen,
+    ev.AccountUnfrozen,
+    ev.AccountClosed,
+)
+
+
+class BalancesProjection(Projection):
+    name: ClassVar[str] = "balances"
+    tables: ClassVar[dict[str, tuple[str, ...]]] = {
+        "rm_spaces": ("space_id",),
+        "rm_accounts": ("space_id", "account_id"),
+        "rm_balance_holds": ("space_id", "posting_id"),
+        "rm_entries": ("space_id", "account_id", "position", "leg"),
+        "rm_daily_balances": ("space_id", "account_id", "effective_date"),
+    }
+
+    def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
+        batch = _Batch(self, cursor)
+        batch.load(events)
+        for logged in events:
+            batch.apply(logged)
+        batch.write()
+
+
+class _Batch:
+    """The in-memory working set of one batch of the balances projection."""
+
+    def __init__(self, projection: BalancesProjection, cursor: Cursor) -> None:
+        self.projection = projection
+        self.dialect = projection.dialect
+        self.cursor = cursor
+        self.accounts: dict[tuple[UUID, UUID], AccountRow] = {}
+        self.holds: dict[tuple[UUID, UUID], Hold] = {}
+        self.closed_holds: list[tuple[UUID, UUID]] = []
+        self.spaces: list[tuple[Any, ...]] = []
+        self.entries: list[tuple[Any, ...]] = []
+        self.daily: dict[tuple[UUID, UUID, date], int] = {}
+
+    # Loading -----------------------------------------------------------------------------------
+
+    def load(self, events: Sequence[LoggedEvent]) -> None:
+        hold_keys = {
+            (logged.stream_id, logged.event.posting_id)
+            for logged in events
+            if isinstance(logged.event, _HOLD_CLOSERS)
+        }
+        self._load_holds(hold_keys)
+        account_keys: set[tuple[UUID, UUID]] = set()
+        for logged in events:
+            event = logged.event
+            if isinstance(event, ev.PostingRecorded | ev.PendingPostingPosted):
+                account_keys.update((logged.stream_id, e.account_id) for e in event.entries)
+            elif isinstance(event, _ACCOUNT_EVENTS):
+                account_keys.add((logged.stream_id, event.account_id))
+        for (space_id, _), hold in self.holds.items():
+            account_keys.update((space_id, e.account_id) for e in hold.entries)
+        self._load_accounts(account_keys)
+
+    def _lookup(self, template: str, keys: Iterable[tuple[UUID, UUID]]) -> list[Any]:
+        """Rows of `template` (a SELECT ending in a join on `keys`) for pairs of UUIDs."""
+        dialect, found = self.dialect, []
+        key_list = list(keys)
+        for start in range(0, len(key_list), LOOKUP_CHUNK_KEYS):
+            chunk = key_list[start : start + LOOKUP_CHUNK_KEYS]
+            if dialect.name == "postgresql":
+                join = "JOIN unnest(%s::uuid[], %s::uuid[]) AS k(a, b)"
+                params: list[Any] = [[k[0] for k in chunk], [k[1] for k in chunk]]
+                sql = self.projection.statement(template).replace("{join}", join)
+            else:
+                values = ",".join(["(?,?)"] * len(chunk))
+                join = f"JOIN (VALUES {values}) AS k"
+                sql = self.projection.statement(template).replace("{join}", join)
+                sql = sql.replace("k.a", "k.column1").replace("k.b", "k.column2")
+                params = [dialect.uuid(v) for key in chunk for v in key]
+            self.cursor.execute(sql, params)
+            found.extend(self.cursor.fetchall())
+        return found
+
+    def _load_holds(self, keys: set[tuple[UUID, UUID]]) -> None:
+        if not keys:
+            return
+        rows = self._lookup(
+            "SELECT h.space_id, h.posting_id, h.effective_date, h.entries "
+            "FROM {rm_balance_holds} AS h {{join}} "
+            "ON h.space_id = k.a AND h.posting_id = k.b",
+            keys,
+        )
+        dialect = self.dialect
+        for row in rows:
+            key = (dialect.to_uuid(row[0]), dialect.to_uuid(row[1]))
+            hold_date = dialect.to_date(row[2])
+            assert hold_date is not None
+            self.holds[key] = Hold(hold_date, decode_entries(row[3]), is_new=False)  # type: ignore[index]
+
+    def _load_accounts(self, keys: set[tuple[UUID, UUID]]) -> None:
+        if not keys:
+            return
+        columns = ", ".join("a." + c.strip() for c in _ACCOUNT_COLUMNS.split(","))
+        rows = self._lookup(
+            f"SELECT {columns} FROM {{rm_accounts}} AS a {{{{join}}}} "
+            "ON a.space_id = k.a AND a.account_id = k.b",
+            keys,
+        )
+        dialect = self.dialect
+        for row in rows:
+            values = list(row)
+            values[0], values[1] = dialect.to_uuid(row[0]), dialect.to_uuid(row[1])
+            account = AccountRow(values, is_new=False)
+            self.accounts[(account.space_id, account.account_id)] = account
+
+    # Applying ----------------------------------------------------------------------------------
+
+    def apply(self, logged: LoggedEvent) -> None:
+        handler = _HANDLERS.get(type(logged.event))
+        if handler is not None:
+            handler(self, logged)
+
+    def _space_opened(self, logged: LoggedEvent) -> None:
+        event: ev.SpaceOpened = logged.event  # type: ignore[assignment]
+        dialect = self.dialect
+        self.spaces.append(
+            (
+                dialect.uuid(event.space_id),
+                logged.position,
+                event.name,
+                event.base_currency,
+                dialect.timestamp(event.recorded_at),
+            )
+        )
+
+    def _account_opened(self, logged: LoggedEvent) -> None:
+        event: ev.AccountOpened = logged.event  # type: ignore[assignment]
+        values = (
+            logged.stream_id,
+            event.account_id,
+            logged.position,
+            event.name,
+            event.type,
+            event.subtype,
+            event.currency,
+            event.code,
+            NORMAL_BALANCE[event.type],
+            "active",
+            event.overdraft_limit_minor,
+            encode_metadata(event.metadata),
+            0,
+            0,
+            0,
+        )
+        self.accounts[(logged.stream_id, event.account_id)] = AccountRow(values, is_new=True)
+
+    def _account(self, logged: LoggedEvent, account_id: UUID) -> AccountRow:
+        account = self.accounts[(logged.stream_id, account_id)]
+        account.dirty = True
+        return account
+
+    def _account_updated(self, logged: LoggedEvent) -> None:
+        event: ev.AccountUpdated = logged.event  # type: ignore[assignment]
+        account = self._account(logged, event.account_id)
+        if event.name is not msgspec.UNSET:
+            account.name = event.name
+        if event.overdraft_limit_minor is not msgspec.UNSET:
+            account.overdraft_limit = event.overdraft_limit_minor
+        if event.metadata is not msgspec.UNSET:
+            account.metadata = encode_metadata(event.metadata)
+
+    def _account_status(self, logged: LoggedEvent) -> None:
+        event = logged.event
+        status = _STATUSES[type(event)]
+        self._account(logged, event.account_id).status = status  # type: ignore[attr-defined]
+
+    def _posting_recorded(self, logged: LoggedEvent) -> None:
+        event: ev.PostingRecorded = logged.event  # type: ignore[assignment]
+        if event.pending:
+            self._hold(logged, event.entries, +1)
+            key = (logged.stream_id, event.posting_id)
+            self.holds[key] = Hold(event.effective_date, event.entries, is_new=True)
+        else:
+            self._post(logged, event.posting_id, event.entries, event.effective_date)
+
+    def _hold_closed(self, logged: LoggedEvent) -> None:
+        event = logged.event
+        key = (logged.stream_id, event.posting_id)  # type: ignore[attr-defined]
+        hold = self.holds.pop(key)
+        if not hold.is_new:
+            self.closed_holds.append(key)
+        self._hold(logged, hold.entries, -1)
+        if isinstance(event, ev.PendingPostingPosted):
+            self._post(logged, event.posting_id, event.entries, hold.effective_date)
+
+    def _hold(self, logged: LoggedEvent, entries: Sequence[ev.EntryRecorded], sign: int) -> None:
+        for entry in entries:
+            account = self._account(logged, entry.account_id)
+            if entry.direction == "debit":
+                account.pending_debits += sign * entry.amount_minor
+            else:
+                account.pending_credits += sign * entry.amount_minor
+
+    def _post(
+        self,
+        logged: LoggedEvent,
+        posting_id: UUID,
+        entries: Sequence[ev.EntryRecorded],
+        effective_date: date,
+    ) -> None:
+        dialect, space_id, daily = self.dialect, logged.stream_id, self.daily
+        space_value, posting_value = dialect.uuid(space_id), dialect.uuid(posting_id)
+        date_value = dialect.date(effective_date)
+        recorded_value = dialect.timestamp(logged.event.recorded_at)
+        for leg, entry in enumerate(entries):
+            account = self._account(logged, entry.account_id)
+            amount = (
+                entry.amount_minor if entry.direction == account.normal else -entry.amount_minor
+            )
+            account.posted += amount
+            day_key = (space_id, entry.account_id, effective_date)
+            daily[day_key] = daily.get(day_key, 0) + amount
+            self.entries.append(
+                (
+                    space_value,
+                    dialect.uuid(entry.account_id),
+                    logged.position,
+                    leg,
+                    posting_value,
+                    entry.direction,
+                    entry.amount_minor,
+                    entry.currency,
+                    date_value,
+                    recorded_value,
+                    account.posted,
+                )
+            )
+
+    # Writing -----------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        projection, cursor = self.projection, self.cursor
+        if self.spaces:
+            cursor.executemany(
+                projection.statement(
+                    "INSERT INTO {rm_spaces} (space_id, position, name, base_currency, opened_at) "
+                    "VALUES (?, ?, ?, ?, ?)"
+                ),
+                self.spaces,
+            )
+        self._write_accounts()
+        self._write_holds()
+        if self.entries:
+            cursor.executemany(
+                projection.statement(
+                    "INSERT INTO {rm_entries} (space_id, account_id, position, leg, posting_id, "
+                    "direction, amount_minor, currency, effective_date, recorded_at, "
+                    "balance_after_minor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                self.entries,
+            )
+        self._write_daily()
+
+    def _write_accounts(self) -> None:
+        dialect, new_rows, changed_rows = self.dialect, [], []
+        for account in self.accounts.values():
+            if not account.dirty:
+                continue
+            values = list(account.values())
+            values[0], values[1] = dialect.uuid(values[0]), dialect.uuid(values[1])
+            if account.is_new:
+                new_rows.append(values)
+            else:
+                changed_rows.append((*values[3:], values[0], values[1]))
+        marks = ", ".join("?" * len(_ACCOUNT_COLUMNS.split(",")))
+        self.projection.database.executemany(
+            self.cursor,
+            self.projection.statement(
+                "INSERT INTO {rm_accounts} (" + _ACCOUNT_COLUMNS + ") VALUES (" + marks + ")"
+            ),
+            new_rows,
+        )
+        self.projection.database.executemany(
+            self.cursor,
+            self.projection.statement(
+                "UPDATE {rm_accounts} SET name = ?, type = ?, subtype = ?, currency = ?, "
+                "code = ?, normal_balance = ?, status = ?, overdraft_limit_minor = ?, "
+                "metadata = ?, posted_minor = ?, pending_debits_minor = ?, "
+                "pending_credits_minor = ? WHERE space_id = ? AND account_id = ?"
+            ),
+            changed_rows,
+        )
+
+    def _write_holds(self) -> None:
+        dialect, database = self.dialect, self.projection.database
+        new_holds = [
+            (
+                dialect.uuid(key[0]),
+                dialect.uuid(key[1]),
+                dialect.date(hold.effective_date),
+                encode_entries(hold.entries),
+            )
+            for key, hold in self.holds.items()
+            if hold.is_new
+        ]
+        database.executemany(
+            self.cursor,
+            self.projection.statement(
+                "INSERT INTO {rm_balance_holds} (space_id, posting_id, effective_date, entries) "
+                "VALUES (?, ?, ?, ?)"
+            ),
+            new_holds,
+        )
+        database.executemany(
+            self.cursor,
+            self.projection.statement(
+                "DELETE FROM {rm_balance_holds} WHERE space_id = ? AND posting_id = ?"
+            ),
+            [(dialect.uuid(key[0]), dialect.uuid(key[1])) for key in self.closed_holds],
+        )
+
+    def _write_daily(self) -> None:
+        """Each (account, day) the batch posted to: make sure the day's row exists (opening at
+        the previous day's closing balance), add the delta to the day, and to the closing
+        balance of that day and every later one."""
+        if not self.daily:
+            return
+        dialect, database, cursor = self.dialect, self.projection.database, self.cursor
+        keys = [
+            (dialect.uuid(space), dialect.uuid(account), dialect.date(day), amount)
+            for (space, account, day), amount in sorted(self.daily.items())
+        ]
+        database.executemany(
+            cursor,
+            self.projection.statement(
+                "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
+                "posted_delta_minor, closing_posted_minor) "
+                "SELECT ?, ?, ?, 0, coalesce((SELECT d.closing_posted_minor "
+                "FROM {rm_daily_balances} AS d WHERE d.space_id = ? AND d.account_id = ? "
+                "AND d.effective_date < ? ORDER BY d.effective_date DESC LIMIT 1), 0) "
+                "WHERE true ON CONFLICT (space_id, account_id, effective_date) DO NOTHING"
+            ),
+            [(s, a, d, s, a, d) for s, a, d, _ in keys],
+        )
+        database.executemany(
+            cursor,
+            self.projection.statement(
+                "UPDATE {rm_daily_balances} SET "
+                "posted_delta_minor = posted_delta_minor + "
+                "(CASE WHEN effective_date = ? THEN ? ELSE 0 END), "
+                "closing_posted_minor = closing_posted_minor + ? "
+                "WHERE space_id = ? AND account_id = ? AND effective_date >= ?"
+            ),
+            [(d, amount, amount, s, a, d) for s, a, d, amount in keys],
+        )
+
+
+_STATUSES: Final[dict[type[ev.Event], str]] = {
+    ev.AccountFrozen: "frozen",
+    ev.AccountUnfrozen: "active",
+    ev.AccountClosed: "closed",
+}
+
+_HANDLERS: Final[dict[type[ev.Event], Any]] = {
+    ev.SpaceOpened: _Batch._space_opened,
+    ev.AccountOpened: _Batch._account_opened,
+    ev.AccountUpdated: _Batch._account_updated,
+    ev.AccountFrozen: _Batch._account_status,
+    ev.AccountUnfrozen: _Batch._account_status,
+    ev.AccountClosed: _Batch._account_status,
+    ev.PostingRecorded: _Batch._posting_recorded,
+    ev.PendingPostingPosted: _Batch._hold_closed,
+    ev.PendingPostingVoided: _Batch._hold_closed,
+    ev.PendingPostingExpired: _Batch._hold_closed,
+}

@@ -1,0 +1,113 @@
+"""The projection contract: a named set of read tables built only from the event log.
+
+A projection applies a batch of events, in log order, through one database cursor; the runner
+commits its updates together with the projection's position in `ledger_projections` (one
+transaction: exactly-once). A projection may read and write only its own tables, so each one can
+be rebuilt alone, and it keeps no state between batches except what is in those tables (memory
+stays flat however long the log).
+
+Statements name tables as `{rm_accounts}`; `Projection(database, suffix)` binds them to the live
+tables (suffix "") or to a replay's fresh tables (suffix "__replay").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Final
+from uuid import UUID
+
+from ledger_core.codec import decode_event
+from ledger_core.events import Event
+from ledger_core.store import EVENTS_TABLE
+from projections.db import Cursor, Database
+
+#: The table of per-projection positions (created by migration m0002).
+TRACKING_TABLE: Final = "ledger_projections"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """An event row as stored: position, stream, stream version, topic and state bytes."""
+
+    position: int
+    stream_id: UUID
+    version: int
+    topic: str
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """A decoded event with where it sits in the log."""
+
+    position: int
+    stream_id: UUID
+    version: int
+    topic: str
+    event: Event
+
+
+class EventDecodeFailed(Exception):
+    """A stored event could not be decoded (unknown topic, corrupt state)."""
+
+    def __init__(self, row: StoredRow, reason: str) -> None:
+        super().__init__(f"event at position {row.position} ({row.topic}): {reason}")
+        self.position = row.position
+        self.topic = row.topic
+        self.reason = reason
+
+
+def read_rows(database: Database, cursor: Cursor, after: int, limit: int) -> list[StoredRow]:
+    """Up to `limit` event rows with position > `after`, in position order."""
+    if database.is_postgres:
+        cursor.execute(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+            (after, limit),
+        )
+        return [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
+    cursor.execute(
+        "SELECT rowid, originator_id, originator_version, topic, state "
+        f"FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (after, limit),
+    )
+    return [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
+
+
+def head_position(database: Database, cursor: Cursor) -> int:
+    """The position of the last event in the log (0 if empty)."""
+    column = "notification_id" if database.is_postgres else "rowid"
+    cursor.execute(f"SELECT max({column}) FROM {EVENTS_TABLE}")
+    row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def decode_row(row: StoredRow) -> LoggedEvent:
+    try:
+        event = decode_event(row.topic, row.state)
+    except Exception as error:  # any decoding failure is this event's failure
+        raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
+    return LoggedEvent(row.position, row.stream_id, row.version, row.topic, event)
+
+
+class Projection:
+    """Base of every projection: a name, its tables (in dependency order for dumps), and
+    `apply(cursor, events)`."""
+
+    name: ClassVar[str]
+    #: The projection's tables and, for each, the columns of its primary key (dump order).
+    tables: ClassVar[dict[str, tuple[str, ...]]]
+
+    def __init__(self, database: Database, suffix: str = "") -> None:
+        self.database = database
+        self.dialect = database.dialect
+        self.suffix = suffix
+        self.table_names = {table: table + suffix for table in self.tables}
+
+    def statement(self, template: str) -> str:
+        """`template` with its `{table}` names bound and placeholders in the dialect's style."""
+        return self.dialect.sql(template.format(**self.table_names))
+
+    def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
+        raise NotImplementedError

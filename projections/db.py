@@ -1,0 +1,239 @@
+"""Database access for the projections: connections and the two SQL dialects.
+
+The read tables live in the same database as the event store (DESIGN.md), on SQLite or
+PostgreSQL. This module is the only place that knows how the two differ:
+
+- placeholders: statements are written with `?` and turned into `%s` for psycopg;
+- value types: PostgreSQL stores `uuid`, `date` and `timestamptz` natively; SQLite stores a UUID
+  as 32-character hex text (as the event store does), a date as `YYYY-MM-DD` and a timestamp as
+  fixed-width UTC text (`2026-11-20T10:00:00.000000Z`), so text order is time order;
+- transactions: a write transaction on SQLite is `BEGIN IMMEDIATE` (one writer at a time, taken
+  up front so it never fails half-way on a lock upgrade); on PostgreSQL the projection's tracking
+  row is locked `FOR UPDATE`, so two projectors of the same projection never interleave.
+
+SQLite connections use WAL with `synchronous=FULL` (durability is never turned off) and a busy
+timeout, because the writer of the command side shares the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+from uuid import UUID
+
+from ledger_core.store import sqlite_path_from_url
+
+#: How long an SQLite connection waits for the write lock before failing (the command side's
+#: group commit holds it for milliseconds; a replay's swap for well under a second).
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+_TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class Cursor(Protocol):
+    def execute(self, sql: Any, params: Any = ...) -> Any: ...
+    def executemany(self, sql: Any, params_seq: Any) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql:", "postgres:", "postgresql+psycopg:"))
+
+
+def psycopg_url(url: str) -> str:
+    """A URL psycopg accepts (it does not know the `+psycopg` driver suffix)."""
+    if url.startswith("postgresql+psycopg:"):
+        return "postgresql:" + url[len("postgresql+psycopg:") :]
+    return url
+
+
+class Dialect:
+    """How values and statements are written for one database."""
+
+    name = "abstract"
+
+    def sql(self, statement: str) -> str:
+        raise NotImplementedError
+
+    def uuid(self, value: UUID | None) -> Any:
+        raise NotImplementedError
+
+    def date(self, value: dt.date | None) -> Any:
+        raise NotImplementedError
+
+    def timestamp(self, value: datetime | None) -> Any:
+        raise NotImplementedError
+
+    def to_uuid(self, value: Any) -> UUID | None:
+        raise NotImplementedError
+
+    def to_date(self, value: Any) -> dt.date | None:
+        raise NotImplementedError
+
+    def to_timestamp(self, value: Any) -> datetime | None:
+        raise NotImplementedError
+
+    def boolean(self, value: bool) -> Any:
+        return value
+
+    def to_bytes(self, value: Any) -> bytes:
+        return bytes(value)
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
+    def sql(self, statement: str) -> str:
+        converted = self._cache.get(statement)
+        if converted is None:
+            converted = statement.replace("?", "%s")
+            self._cache[statement] = converted
+        return converted
+
+    def uuid(self, value: UUID | None) -> Any:
+        return value
+
+    def date(self, value: dt.date | None) -> Any:
+        return value
+
+    def timestamp(self, value: datetime | None) -> Any:
+        return value
+
+    def to_uuid(self, value: Any) -> UUID | None:
+        return value  # type: ignore[no-any-return]
+
+    def to_date(self, value: Any) -> dt.date | None:
+        return value  # type: ignore[no-any-return]
+
+    def to_timestamp(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        result: datetime = value.astimezone(UTC)
+        return result
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def uuid(self, value: UUID | None) -> Any:
+        return value.hex if value is not None else None
+
+    def date(self, value: dt.date | None) -> Any:
+        return value.isoformat() if value is not None else None
+
+    def timestamp(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        return value.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+
+    def to_uuid(self, value: Any) -> UUID | None:
+        return UUID(value) if value is not None else None
+
+    def to_date(self, value: Any) -> dt.date | None:
+        return dt.date.fromisoformat(value) if value is not None else None
+
+    def to_timestamp(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.strptime(value, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+
+    def boolean(self, value: bool) -> Any:
+        return 1 if value else 0
+
+
+POSTGRES: Final = PostgresDialect()
+SQLITE: Final = SQLiteDialect()
+
+
+def dialect_for(url: str) -> Dialect:
+    return POSTGRES if is_postgres_url(url) else SQLITE
+
+
+class Database:
+    """Opens connections to one database and runs transactions on them."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = dialect_for(url)
+        self.is_postgres = self.dialect is POSTGRES
+
+    def connect(self) -> Any:
+        """A new connection: psycopg in autocommit mode (transactions are explicit), or sqlite3
+        with `isolation_level=None` (likewise)."""
+        if self.is_postgres:
+            import psycopg
+
+            return psycopg.connect(psycopg_url(self.url), autocommit=True)
+        connection = sqlite3.connect(
+            sqlite_path_from_url(self.url),
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        return connection
+
+    @contextlib.contextmanager
+    def transaction(self, connection: Any, *, write: bool = True) -> Iterator[Cursor]:
+        """One database transaction on `connection`: committed if the block returns, rolled
+        back if it raises."""
+        if self.is_postgres:
+            with connection.transaction():
+                yield connection.cursor()
+            return
+        cursor = connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield cursor
+        except BaseException:
+            connection.rollback()
+            raise
+        else:
+            cursor.execute("COMMIT")
+
+    def execute(self, cursor: Cursor, statement: str, params: Sequence[Any] = ()) -> Any:
+        return cursor.execute(self.dialect.sql(statement), params)
+
+    def executemany(self, cursor: Cursor, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            cursor.executemany(self.dialect.sql(statement), rows)
+
+    def table_exists(self, cursor: Cursor, table: str) -> bool:
+        if self.is_postgres:
+            self.execute(cursor, "SELECT to_regclass(?) IS NOT NULL", (table,))
+        else:
+            self.execute(
+                cursor,
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type='table' AND name=?",
+                (table,),
+            )
+        return bool(cursor.fetchone()[0])
+
+
+_SQLITE_TRANSIENT_MESSAGES: Final = ("locked", "busy", "disk i/o", "unable to open")
+
+
+def is_transient(error: BaseException) -> bool:
+    """True if `error` says the database is (for now) unreachable or busy, not that an event
+    cannot be applied: the runner reconnects and retries on these and never records a failure."""
+    import psycopg
+
+    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    if isinstance(error, sqlite3.OperationalError):
+        message = str(error).lower()
+        return any(text in message for text in _SQLITE_TRANSIENT_MESSAGES)
+    return False

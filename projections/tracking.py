@@ -1,0 +1,194 @@
+"""Exactly-once application of the log to a projection.
+
+`apply_next_batch` reads the next events after the projection's tracked position, applies them
+and moves the position, with the read tables' updates and the new position in ONE database
+transaction: a crash at any instant leaves either the whole batch applied and tracked, or none of
+it. The events are read and decoded before the write transaction opens (they are immutable), so
+SQLite's single write lock is held only while the batch is written; inside the transaction the
+tracked position is read again (PostgreSQL: `FOR UPDATE`) and the batch is dropped if another
+projector moved it meanwhile, so two projectors of one projection never double an event.
+
+A batch that fails is retried one event at a time to find the event that fails: the events
+before it are committed, and the failure (position, topic, reason) is recorded on the tracking
+row and raised. The projection never skips it: the next run starts again at that event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from projections.base import (
+    TRACKING_TABLE,
+    EventDecodeFailed,
+    LoggedEvent,
+    Projection,
+    decode_row,
+    read_rows,
+)
+from projections.db import Cursor, Database, is_transient
+
+#: Events applied per transaction: large enough that per-transaction costs (commit, fsync,
+#: statement set-up) are spread thin, small enough that SQLite's write lock is held for tens of
+#: milliseconds and a batch's working set stays small.
+DEFAULT_BATCH_EVENTS: Final = 2000
+#: The largest batch a caller may ask for.
+MAX_BATCH_EVENTS: Final = 20_000
+
+
+@dataclass(frozen=True)
+class ProjectionFailure:
+    """The event a projection could not apply, and why. It stops there until fixed."""
+
+    projection: str
+    position: int
+    topic: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"projection {self.projection!r} failed on the event at position {self.position} "
+            f"({self.topic}): {self.reason}"
+        )
+
+
+class ProjectionFailed(Exception):
+    def __init__(self, failure: ProjectionFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def tracked_position(database: Database, cursor: Cursor, name: str, *, lock: bool) -> int | None:
+    """The position recorded for `name` (None if it has no tracking row)."""
+    suffix = " FOR UPDATE" if lock and database.is_postgres else ""
+    database.execute(
+        cursor, f"SELECT position FROM {TRACKING_TABLE} WHERE name = ?{suffix}", (name,)
+    )
+    row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+def ensure_tracking_row(database: Database, connection: Any, name: str) -> None:
+    with database.transaction(connection) as cursor:
+        if tracked_position(database, cursor, name, lock=False) is None:
+            database.execute(
+                cursor, f"INSERT INTO {TRACKING_TABLE} (name, position) VALUES (?, 0)", (name,)
+            )
+
+
+def _decode(projection: Projection, rows: list[Any]) -> list[LoggedEvent]:
+    try:
+        return [decode_row(row) for row in rows]
+    except EventDecodeFailed as error:
+        raise ProjectionFailed(
+            ProjectionFailure(projection.name, error.position, error.topic, error.reason)
+        ) from error
+
+
+def _commit_batch(
+    database: Database,
+    connection: Any,
+    projection: Projection,
+    tracking_name: str,
+    start: int,
+    events: list[LoggedEvent],
+) -> bool:
+    """Apply `events` (all after `start`) in one transaction; False if the position moved."""
+    with database.transaction(connection) as cursor:
+        if tracked_position(database, cursor, tracking_name, lock=True) != start:
+            return False
+        projection.apply(cursor, events)
+        database.execute(
+            cursor,
+            f"UPDATE {TRACKING_TABLE} SET position = ?, failed_position = NULL, "
+            "failed_topic = NULL, failed_reason = NULL, failed_at = NULL WHERE name = ?",
+            (events[-1].position, tracking_name),
+        )
+    return True
+
+
+def apply_next_batch(
+    database: Database,
+    connection: Any,
+    projection: Projection,
+    *,
+    tracking_name: str | None = None,
+    limit: int = DEFAULT_BATCH_EVENTS,
+) -> int:
+    """Apply the next events after the tracked position; return how many were applied.
+    Raises `ProjectionFailed` (after recording it) if an event cannot be applied."""
+    name = tracking_name or projection.name
+    cursor = connection.cursor()
+    start = tracked_position(database, cursor, name, lock=False)
+    if start is None:
+        raise LookupError(f"no tracking row for projection {name!r} (run `ledger migrate`)")
+    rows = read_rows(database, cursor, start, min(limit, MAX_BATCH_EVENTS))
+    if not rows:
+        return 0
+    try:
+        events = _decode(projection, rows)
+        if not _commit_batch(database, connection, projection, name, start, events):
+            return 0
+        return len(events)
+    except Exception as error:
+        if is_transient(error):
+            raise
+        failure = _find_failure(database, connection, projection, name, start, rows, error)
+        _record_failure(database, connection, name, failure)
+        raise ProjectionFailed(failure) from error
+
+
+def _find_failure(
+    database: Database,
+    connection: Any,
+    projection: Projection,
+    name: str,
+    start: int,
+    rows: list[Any],
+    error: Exception,
+) -> ProjectionFailure:
+    """Apply the batch's events one at a time, committing each, up to the one that fails."""
+    failing_position = error.failure.position if isinstance(error, ProjectionFailed) else None
+    position = start
+    for row in rows:
+        if row.position == failing_position:
+            break
+        try:
+            event = decode_row(row)
+            if not _commit_batch(database, connection, projection, name, position, [event]):
+                break
+        except Exception as single_error:
+            if is_transient(single_error):
+                raise
+            return ProjectionFailure(
+                projection.name, row.position, row.topic, _describe(single_error)
+            )
+        position = row.position
+    if isinstance(error, ProjectionFailed):
+        return error.failure
+    return ProjectionFailure(projection.name, rows[0].position, rows[0].topic, _describe(error))
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, EventDecodeFailed):
+        return error.reason
+    return f"{type(error).__name__}: {error}"
+
+
+def _record_failure(
+    database: Database, connection: Any, name: str, failure: ProjectionFailure
+) -> None:
+    with database.transaction(connection) as cursor:
+        database.execute(
+            cursor,
+            f"UPDATE {TRACKING_TABLE} SET failed_position = ?, failed_topic = ?, "
+            "failed_reason = ?, failed_at = ? WHERE name = ?",
+            (
+                failure.position,
+                failure.topic,
+                failure.reason,
+                database.dialect.timestamp(datetime.now(UTC)),
+                name,
+            ),
+        )
