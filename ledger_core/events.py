@@ -16,7 +16,7 @@ from uuid import UUID
 
 import msgspec
 
-from ledger_core.types import AccountSubtype, AccountType, CommandContext, Direction
+from ledger_core.types import AccountSubtype, AccountType, CommandContext, Entry
 
 #: The stream of global events: registered assets and API tokens (they belong to no space).
 GLOBAL_STREAM_ID: Final = UUID("00000000-0000-0000-0000-00000000a55e")
@@ -32,13 +32,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     context: CommandContext | None = None
 
 
-class EntryRecorded(msgspec.Struct, frozen=True, array_like=True):
-    """One leg of a posting as recorded: [account_id, direction, amount_minor, currency]."""
-
-    account_id: UUID
-    direction: Direction
-    amount_minor: int
-    currency: str
+#: One leg of a posting as recorded: [account_id, direction, amount_minor, currency].
+EntryRecorded = Entry
 
 
 class SpaceOpened(Event, frozen=True, kw_only=True):

@@ -18,6 +18,7 @@ from ledger_core.types import (
     AccountSubtype,
     AccountType,
     Direction,
+    Entry,
     PostingStatus,
 )
 
@@ -69,11 +70,8 @@ class AccountRecord(msgspec.Struct, frozen=True, kw_only=True, tag="account", ta
     balances: Balances
 
 
-class EntryRecord(msgspec.Struct, frozen=True, kw_only=True):
-    account_id: UUID
-    direction: Direction
-    amount_minor: int
-    currency: str
+#: An entry of a posting's answer (the same value type the events record).
+EntryRecord = Entry
 
 
 class PostingRecord(msgspec.Struct, frozen=True, kw_only=True, tag="posting", tag_field="record"):

@@ -9,11 +9,12 @@ available balance, pending debits counting (invariant 3; a declined posting).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Final
-from uuid import UUID, uuid5
+from uuid import UUID, SafeUUID
 
 import msgspec
 
@@ -37,7 +38,7 @@ from ledger_core.limits import (
 )
 from ledger_core.money import CurrencyTable, parse_amount
 from ledger_core.state import AccountState, SpaceState
-from ledger_core.types import ACCOUNT_SUBTYPES, ACCOUNT_TYPES, DIRECTIONS
+from ledger_core.types import ACCOUNT_SUBTYPES, ACCOUNT_TYPES
 
 TOKEN_HASH_PATTERN: Final = re.compile(r"[0-9a-f]{64}")
 _KEY_PATTERN: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
@@ -57,14 +58,32 @@ def check_idempotency_key(key: object) -> str:
 
 
 def command_id(scope_id: UUID, key: str) -> UUID:
-    """The id of what a command creates, derived from its scope and idempotency key."""
-    return uuid5(scope_id, "command:" + key)
+    """The id of what a command creates, derived from its scope and idempotency key: the
+    RFC 4122 name-based (SHA-1) UUID `uuid5(scope_id, "command:" + key)`."""
+    return _uuid5(scope_id, "command:" + key)
 
 
 def batch_item_id(scope_id: UUID, key: str, index: int) -> UUID:
     """The id of posting `index` of a batch. A key is printable ASCII, so the NUL keeps these
     apart from every `command_id`."""
-    return uuid5(scope_id, f"item\x00{index}\x00{key}")
+    return _uuid5(scope_id, f"item\x00{index}\x00{key}")
+
+
+_VERSION_5_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_5_BITS: Final = (0x8000 << 48) | (5 << 76)
+_new_uuid = object.__new__
+_set = object.__setattr__
+
+
+def _uuid5(namespace: UUID, name: str) -> UUID:
+    """`uuid.uuid5`, bit for bit, without `UUID.__init__`'s argument checks (hot path: one per
+    command). A unit test compares it with the standard library on many inputs."""
+    digest = hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()
+    value = (int.from_bytes(digest[:16]) & _VERSION_5_MASK) | _VERSION_5_BITS
+    result: UUID = _new_uuid(UUID)
+    _set(result, "int", value)
+    _set(result, "is_safe", SafeUUID.unknown)
+    return result
 
 
 # Text and metadata -------------------------------------------------------------------------------
@@ -260,63 +279,81 @@ def check_posting_fields(spec: PostingSpec, now: datetime) -> None:
 
 def parse_entries(
     state: SpaceState, currencies: CurrencyTable, entries: Sequence[EntrySpec]
-) -> tuple[ev.EntryRecorded, ...]:
-    """Check each entry's account, direction, currency and amount; then balance per currency."""
+) -> tuple[tuple[ev.EntryRecorded, ...], list[AccountState]]:
+    """Check each entry's account, direction, currency and amount, then the balance per
+    currency. Returns the entries and their accounts, in order."""
     parsed: list[ev.EntryRecorded] = []
+    accounts: list[AccountState] = []
     totals: dict[str, int] = {}
+    known = state.accounts
     for entry in entries:
-        if entry.direction not in DIRECTIONS:
+        direction = entry.direction
+        if direction != "debit" and direction != "credit":
             raise errors.InvalidRequest("direction is debit or credit")
-        account = account_or_404(state, entry.account_id)
-        if entry.currency is not None and entry.currency != account.currency:
+        account = known.get(entry.account_id)
+        if account is None:
+            raise errors.AccountNotFound(f"no account {entry.account_id} in this space")
+        currency = account.currency
+        if entry.currency is not None and entry.currency != currency:
             raise errors.CurrencyMismatch(
-                f"entry currency {entry.currency!r} differs from the account's {account.currency!r}"
+                f"entry currency {entry.currency!r} differs from the account's {currency!r}"
             )
-        amount = parse_amount(entry.amount, currencies.exponent(account.currency))
-        totals[account.currency] = totals.get(account.currency, 0) + (
-            amount if entry.direction == "debit" else -amount
-        )
-        parsed.append(ev.EntryRecorded(entry.account_id, entry.direction, amount, account.currency))
+        amount = parse_amount(entry.amount, currencies.exponent(currency))
+        totals[currency] = totals.get(currency, 0) + (amount if direction == "debit" else -amount)
+        parsed.append(ev.EntryRecorded(entry.account_id, direction, amount, currency))
+        accounts.append(account)
     unbalanced = sorted(currency for currency, total in totals.items() if total != 0)
     if unbalanced:
         raise errors.UnbalancedPosting(f"debits and credits differ in {', '.join(unbalanced)}")
-    return tuple(parsed)
+    return tuple(parsed), accounts
 
 
 def posting_deltas(
-    entries: tuple[ev.EntryRecorded, ...], pending: bool, state: SpaceState
+    entries: tuple[ev.EntryRecorded, ...], accounts: Sequence[AccountState], pending: bool
 ) -> Deltas:
+    """Per-account changes: [posted in the normal direction, pending debits, pending credits]."""
     deltas: Deltas = {}
-    for entry in entries:
-        delta = deltas.setdefault(entry.account_id, [0, 0, 0])
+    for entry, account in zip(entries, accounts, strict=True):
+        delta = deltas.get(account.id)
+        if delta is None:
+            delta = deltas[account.id] = [0, 0, 0]
         if pending:
             delta[1 if entry.direction == "debit" else 2] += entry.amount_minor
+        elif entry.direction == account.normal:
+            delta[0] += entry.amount_minor
         else:
-            normal = state.accounts[entry.account_id].normal
-            delta[0] += entry.amount_minor if entry.direction == normal else -entry.amount_minor
+            delta[0] -= entry.amount_minor
     return deltas
 
 
-def check_accounts_open(state: SpaceState, entries: tuple[ev.EntryRecorded, ...]) -> None:
-    for entry in entries:
-        account = state.accounts[entry.account_id]
+def check_accounts_open(accounts: Sequence[AccountState]) -> None:
+    for account in accounts:
         if account.status == "frozen":
             raise errors.AccountFrozen(f"account {account.id} is frozen")
         if account.status == "closed":
             raise errors.AccountClosed(f"account {account.id} is closed")
 
 
+_NO_CHANGE: Final = (0, 0, 0)
+
+
 def check_limits(state: SpaceState, deltas: Deltas, earlier: Deltas) -> None:
     """Invariant 3: no account with a limit ends below minus its limit, counting the open holds
     and the earlier postings of the same batch. A posting that raises an account's available
     balance is never refused, even if it stays below the limit."""
+    accounts = state.accounts
     for account_id, (posted, pending_debits, pending_credits) in deltas.items():
-        account = state.accounts[account_id]
-        before = earlier.get(account_id, (0, 0, 0))
+        account = accounts[account_id]
+        before = earlier.get(account_id, _NO_CHANGE) if earlier else _NO_CHANGE
         all_posted = account.posted + before[0] + posted
         all_debits = account.pending_debits + before[1] + pending_debits
         all_credits = account.pending_credits + before[2] + pending_credits
-        if max(abs(all_posted), all_debits, all_credits) > MAX_BALANCE_MINOR:
+        if (
+            all_posted > MAX_BALANCE_MINOR
+            or -all_posted > MAX_BALANCE_MINOR
+            or all_debits > MAX_BALANCE_MINOR
+            or all_credits > MAX_BALANCE_MINOR
+        ):
             raise errors.InvalidAmount("the posting would take a balance past the maximum")
         limit = account.overdraft_limit
         if limit is None:
@@ -352,10 +389,10 @@ def decide_posting(
     """Entries and balance changes of a posting, or a refusal. A `Decline` carries the parsed
     entries so the declined posting can be recorded."""
     check_posting_fields(spec, now)
-    entries = parse_entries(state, currencies, spec.entries)
-    deltas = posting_deltas(entries, spec.pending, state)
+    entries, accounts = parse_entries(state, currencies, spec.entries)
+    deltas = posting_deltas(entries, accounts, spec.pending)
     try:
-        check_accounts_open(state, entries)
+        check_accounts_open(accounts)
         check_limits(state, deltas, earlier)
     except (errors.AccountFrozen, errors.AccountClosed, errors.InsufficientFunds) as error:
         raise Decline(error, entries) from None
@@ -379,9 +416,10 @@ def decide_reversal(
     state: SpaceState, entries: tuple[ev.EntryRecorded, ...]
 ) -> tuple[tuple[ev.EntryRecorded, ...], Deltas]:
     reversal = mirrored(entries)
-    deltas = posting_deltas(reversal, False, state)
+    accounts = [state.accounts[entry.account_id] for entry in reversal]
+    deltas = posting_deltas(reversal, accounts, False)
     try:
-        check_accounts_open(state, reversal)
+        check_accounts_open(accounts)
         check_limits(state, deltas, {})
     except (errors.AccountFrozen, errors.AccountClosed, errors.InsufficientFunds) as error:
         raise Decline(error, reversal) from None

@@ -5,9 +5,10 @@ statuses, its open holds, and bounded caches of recent postings and idempotency 
 is the one way state changes, whether the writer just decided an event or a space is being loaded
 from its snapshot and stream, so a reloaded space always equals the live one.
 
-The writer applies a whole group-commit batch before it knows whether the append will succeed, so
-`begin()` opens a journal that records the old value of everything the batch touches, `rollback()`
-restores it and `commit()` forgets it. Everything held is bounded except accounts and open holds,
+The writer applies a whole group-commit batch before it knows whether the append will succeed. If
+the append fails (another process wrote to the space first, or the database failed), the writer
+drops the space's state and reloads it from its snapshot and stream (DESIGN.md: reload and retry),
+so no undo log is kept on the hot path. Everything held is bounded except accounts and open holds,
 which are the space's real state.
 """
 
@@ -23,7 +24,7 @@ import msgspec
 
 from ledger_core import events as ev
 from ledger_core.limits import RECENT_KEYS_PER_SPACE
-from ledger_core.records import AccountRecord, Balances, EntryRecord, PostingRecord
+from ledger_core.records import AccountRecord, Balances, PostingRecord
 from ledger_core.types import NORMAL_BALANCE, PostingStatus
 
 #: How many recently recorded postings each space keeps in memory (status, posted entries,
@@ -135,79 +136,18 @@ class SpaceState:
         self.recent_postings: OrderedDict[UUID, PostingInfo] = OrderedDict()
         #: Recent idempotency keys: derived command id -> answer (kept by the writer).
         self.recent_keys: OrderedDict[UUID, Any] = OrderedDict()
-        self._journal: dict[int, dict[Any, Any]] | None = None
-        self._journal_version = 0
-        self._popped_expiries: list[tuple[datetime, UUID]] = []
-
-    # Journal ---------------------------------------------------------------------------------
-
-    def begin(self) -> None:
-        self._journal = {}
-        self._journal_version = self.version
-        self._popped_expiries = []
-
-    def commit(self) -> None:
-        self._journal = None
-        self._popped_expiries = []
-
-    def rollback(self) -> None:
-        journal = self._journal
-        assert journal is not None, "rollback() outside begin()"
-        self._journal = None
-        for table_id, saved in journal.items():
-            table = self._tables()[table_id]
-            for key, old in saved.items():
-                if old is _MISSING:
-                    table.pop(key, None)
-                else:
-                    table[key] = old
-        self.version = self._journal_version
-        for item in self._popped_expiries:
-            heapq.heappush(self.expiries, item)
-        self._popped_expiries = []
-
-    def _tables(self) -> dict[int, Any]:
-        return {
-            id(self.accounts): self.accounts,
-            id(self.codes): self.codes,
-            id(self.holds): self.holds,
-            id(self.recent_postings): self.recent_postings,
-            id(self.recent_keys): self.recent_keys,
-        }
-
-    def _save(self, table: Any, key: Any) -> None:
-        journal = self._journal
-        if journal is None:
-            return
-        saved = journal.setdefault(id(table), {})
-        if key not in saved:
-            old = table.get(key, _MISSING)
-            saved[key] = old.copy() if isinstance(old, AccountState) else old
-
-    def set_entry(self, table: Any, key: Any, value: Any) -> None:
-        """Journalled assignment into one of the state's tables."""
-        self._save(table, key)
-        table[key] = value
-
-    def delete_entry(self, table: Any, key: Any) -> None:
-        self._save(table, key)
-        table.pop(key, None)
-
-    def account_for_update(self, account_id: UUID) -> AccountState:
-        self._save(self.accounts, account_id)
-        return self.accounts[account_id]
 
     def remember_key(self, command_id: UUID, answer: Any) -> None:
-        self.set_entry(self.recent_keys, command_id, answer)
-        if len(self.recent_keys) > RECENT_KEYS_PER_SPACE:
-            oldest = next(iter(self.recent_keys))
-            self.delete_entry(self.recent_keys, oldest)
+        keys = self.recent_keys
+        keys[command_id] = answer
+        if len(keys) > RECENT_KEYS_PER_SPACE:
+            keys.popitem(last=False)
 
     def remember_posting(self, posting_id: UUID, info: PostingInfo) -> None:
-        self.set_entry(self.recent_postings, posting_id, info)
-        if len(self.recent_postings) > RECENT_POSTINGS_PER_SPACE:
-            oldest = next(iter(self.recent_postings))
-            self.delete_entry(self.recent_postings, oldest)
+        postings = self.recent_postings
+        postings[posting_id] = info
+        if len(postings) > RECENT_POSTINGS_PER_SPACE:
+            postings.popitem(last=False)
 
     # Holds due to expire -----------------------------------------------------------------------
 
@@ -216,8 +156,6 @@ class SpaceState:
         due: list[tuple[ev.PostingRecorded, int]] = []
         while self.expiries and self.expiries[0][0] <= now:
             item = heapq.heappop(self.expiries)
-            if self._journal is not None:
-                self._popped_expiries.append(item)
             hold = self.holds.get(item[1])
             if hold is not None and hold[0].expires_at == item[0]:
                 due.append(hold)
@@ -237,12 +175,12 @@ class SpaceState:
         self.opened_at = event.recorded_at
 
     def _account_opened(self, event: ev.AccountOpened) -> None:
-        self.set_entry(self.accounts, event.account_id, AccountState(event))
+        self.accounts[event.account_id] = AccountState(event)
         if event.code is not None:
-            self.set_entry(self.codes, event.code, event.account_id)
+            self.codes[event.code] = event.account_id
 
     def _account_updated(self, event: ev.AccountUpdated) -> None:
-        account = self.account_for_update(event.account_id)
+        account = self.accounts[event.account_id]
         if event.name is not msgspec.UNSET:
             account.name = event.name
         if event.overdraft_limit_minor is not msgspec.UNSET:
@@ -251,18 +189,18 @@ class SpaceState:
             account.metadata = dict(event.metadata)
 
     def _account_frozen(self, event: ev.AccountFrozen) -> None:
-        self.account_for_update(event.account_id).status = "frozen"
+        self.accounts[event.account_id].status = "frozen"
 
     def _account_unfrozen(self, event: ev.AccountUnfrozen) -> None:
-        self.account_for_update(event.account_id).status = "active"
+        self.accounts[event.account_id].status = "active"
 
     def _account_closed(self, event: ev.AccountClosed) -> None:
-        self.account_for_update(event.account_id).status = "closed"
+        self.accounts[event.account_id].status = "closed"
 
     def _posting_recorded(self, event: ev.PostingRecorded) -> None:
         if event.pending:
             self._hold_entries(event.entries, +1)
-            self.set_entry(self.holds, event.posting_id, (event, self.version))
+            self.holds[event.posting_id] = (event, self.version)
             if event.expires_at is not None:
                 heapq.heappush(self.expiries, (event.expires_at, event.posting_id))
         else:
@@ -298,22 +236,23 @@ class SpaceState:
         self.remember_posting(event.posting_id, PostingInfo("expired", version, hold.entries))
 
     def _close_hold(self, posting_id: UUID) -> tuple[ev.PostingRecorded, int]:
-        hold = self.holds[posting_id]
-        self.delete_entry(self.holds, posting_id)
+        hold = self.holds.pop(posting_id)
         self._hold_entries(hold[0].entries, -1)
         return hold
 
     def _post_entries(self, entries: tuple[ev.EntryRecorded, ...]) -> None:
+        accounts = self.accounts
         for entry in entries:
-            account = self.account_for_update(entry.account_id)
+            account = accounts[entry.account_id]
             if entry.direction == account.normal:
                 account.posted += entry.amount_minor
             else:
                 account.posted -= entry.amount_minor
 
     def _hold_entries(self, entries: tuple[ev.EntryRecorded, ...], sign: int) -> None:
+        accounts = self.accounts
         for entry in entries:
-            account = self.account_for_update(entry.account_id)
+            account = accounts[entry.account_id]
             if entry.direction == "debit":
                 account.pending_debits += sign * entry.amount_minor
             else:
@@ -344,15 +283,7 @@ def posting_record(
         id=event.posting_id,
         space_id=space_id,
         status=status,
-        entries=tuple(
-            EntryRecord(
-                account_id=e.account_id,
-                direction=e.direction,
-                amount_minor=e.amount_minor,
-                currency=e.currency,
-            )
-            for e in (entries if entries is not None else event.entries)
-        ),
+        entries=entries if entries is not None else event.entries,
         description=event.description,
         effective_date=event.effective_date,
         merchant=event.merchant,

@@ -26,11 +26,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
 import msgspec
+import psycopg
 from eventsourcing.persistence import IntegrityError as RecorderIntegrityError
 from eventsourcing.persistence import Notification, PersistenceError, StoredEvent
 from eventsourcing.postgres import (
@@ -45,6 +46,7 @@ from eventsourcing.sqlite import (
     SQLiteConnectionPool,
     SQLiteDatastore,
 )
+from psycopg.rows import tuple_row
 
 EVENTS_TABLE = "ledger_events"
 SNAPSHOTS_TABLE = "ledger_snapshots"
@@ -89,9 +91,18 @@ class PostingUpdate(msgspec.Struct, kw_only=True):
     reversed_by: UUID | None = None
 
 
+class NewEvent(NamedTuple):
+    """An event to append (lighter than eventsourcing's StoredEvent on the hot path)."""
+
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes
+
+
 @dataclass
 class AppendBatch:
-    events: list[StoredEvent] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
     command_rows: list[CommandRow] = field(default_factory=list)
     posting_updates: list[PostingUpdate] = field(default_factory=list)
 
@@ -162,6 +173,28 @@ _PG_INSERT_EVENTS = f"""
 INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
 SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[])
 RETURNING originator_id, originator_version, notification_id
+"""
+
+#: Events and command rows in one statement: each row's position is joined from the events
+#: just inserted (by stream and version), so a whole batch is one round trip.
+_PG_INSERT_EVENTS_AND_COMMANDS = f"""
+WITH inserted AS (
+    INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
+    SELECT * FROM unnest(%b::uuid[], %b::int8[], %b::text[], %b::bytea[])
+    RETURNING originator_id, originator_version, notification_id
+), commands AS (
+    INSERT INTO {COMMANDS_TABLE} (scope_id, id, idempotency_key, fingerprint, outcome, position,
+        posting_status, posting_version, reversed_by)
+    SELECT c.scope_id, c.id, c.idempotency_key, c.fingerprint, c.outcome, i.notification_id,
+        c.posting_status, c.posting_version, c.reversed_by
+    FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::text[],
+        %b::int8[], %b::uuid[], %b::uuid[], %b::int8[])
+        AS c(scope_id, id, idempotency_key, fingerprint, outcome, posting_status,
+            posting_version, reversed_by, event_stream, event_version)
+    LEFT JOIN inserted AS i
+        ON i.originator_id = c.event_stream AND i.originator_version = c.event_version
+)
+SELECT originator_id, originator_version, notification_id FROM inserted
 """
 
 _PG_INSERT_COMMANDS = f"""
@@ -252,6 +285,9 @@ class PostgresLedgerStore(LedgerStore):
             self.datastore, events_table_name=SNAPSHOTS_TABLE
         )
         self.channel_name = self.events.channel_name
+        self._append_connection: psycopg.Connection[Any] | None = None
+        self._lock_sql = f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE"
+        self._notify_sql = f"NOTIFY {self.channel_name}"
 
     def create_tables(self) -> None:
         self.events.create_table()
@@ -259,67 +295,45 @@ class PostgresLedgerStore(LedgerStore):
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(_PG_COMMANDS_DDL)
 
-    def append(self, batch: AppendBatch) -> list[int]:
-        from psycopg import errors
-        from psycopg.rows import tuple_row
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """The append connection: one per store, used only by the writer thread, so no pool
+        checkout and no ping per batch. Reopened after a failure."""
+        connection = self._append_connection
+        if connection is None or connection.closed or connection.broken:
+            connection = psycopg.connect(self.url, autocommit=True, row_factory=tuple_row)
+            self._append_connection = connection
+        return connection
 
+    def append(self, batch: AppendBatch) -> list[int]:
+        """One pipelined transaction: LOCK, NOTIFY, the events-and-commands insert, the posting
+        updates and COMMIT go to the server together."""
         try:
-            with self.datastore.get_connection() as connection, connection.transaction():
-                cursor = connection.cursor(row_factory=tuple_row)
-                positions: list[int] = []
+            connection = self._writer_connection()
+            with connection.pipeline(), connection.transaction():
+                cursor = connection.cursor()
                 if batch.events:
-                    cursor.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-                    cursor.execute(f"NOTIFY {self.channel_name}")
-                    events = batch.events
-                    cursor.execute(
-                        _PG_INSERT_EVENTS,
-                        (
-                            [e.originator_id for e in events],
-                            [e.originator_version for e in events],
-                            [e.topic for e in events],
-                            [e.state for e in events],
-                        ),
-                    )
-                    by_key = {(row[0], row[1]): row[2] for row in cursor.fetchall()}
-                    positions = [by_key[(e.originator_id, e.originator_version)] for e in events]
-                if batch.command_rows:
-                    rows = batch.command_rows
-                    for row in rows:
-                        if row.event_index is not None:
-                            row.position = positions[row.event_index]
-                    cursor.execute(
-                        _PG_INSERT_COMMANDS,
-                        (
-                            [r.scope_id for r in rows],
-                            [r.id for r in rows],
-                            [r.idempotency_key for r in rows],
-                            [r.fingerprint for r in rows],
-                            [r.outcome for r in rows],
-                            [r.position for r in rows],
-                            [r.posting_status for r in rows],
-                            [r.posting_version for r in rows],
-                            [r.reversed_by for r in rows],
-                        ),
-                    )
+                    cursor.execute(self._lock_sql)
+                    cursor.execute(self._notify_sql)
+                    cursor.execute(_PG_INSERT_EVENTS_AND_COMMANDS, _events_and_commands(batch))
+                elif batch.command_rows:
+                    cursor.execute(_PG_INSERT_COMMANDS, _commands_only(batch.command_rows))
                 if batch.posting_updates:
-                    updates = batch.posting_updates
-                    cursor.execute(
-                        _PG_UPDATE_POSTINGS,
-                        (
-                            [u.space_id for u in updates],
-                            [u.posting_id for u in updates],
-                            [u.posting_status for u in updates],
-                            [u.posting_version for u in updates],
-                            [u.reversed_by for u in updates],
-                        ),
+                    connection.cursor().execute(
+                        _PG_UPDATE_POSTINGS, _posting_updates(batch.posting_updates)
                     )
-                return positions
-        except RecorderIntegrityError as error:
+                returned = cursor.fetchall() if batch.events else []
+        except psycopg.IntegrityError as error:
             raise AppendConflict(str(error)) from error
-        except errors.UniqueViolation as error:  # pragma: no cover - wrapped above normally
-            raise AppendConflict(str(error)) from error
-        except PersistenceError as error:
+        except psycopg.Error as error:
+            self._close_append_connection()
             raise StoreUnavailable(str(error)) from error
+        return _positions(batch, returned)
+
+    def _close_append_connection(self) -> None:
+        connection, self._append_connection = self._append_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def stream(self, stream_id: UUID, after_version: int = 0) -> list[StoredEvent]:
         return list(self.events.select_events(stream_id, gt=after_version))
@@ -366,7 +380,72 @@ class PostgresLedgerStore(LedgerStore):
             return [row["originator_id"] for row in cursor.fetchall()]
 
     def close(self) -> None:
+        self._close_append_connection()
         self.datastore.close()
+
+
+def _events_and_commands(batch: AppendBatch) -> tuple[list[Any], ...]:
+    events, rows = batch.events, batch.command_rows
+    event_streams: list[Any] = []
+    event_versions: list[int | None] = []
+    for row in rows:
+        if row.event_index is None:
+            event_streams.append(None)
+            event_versions.append(None)
+        else:
+            event = events[row.event_index]
+            event_streams.append(event.originator_id)
+            event_versions.append(event.originator_version)
+    return (
+        [e.originator_id for e in events],
+        [e.originator_version for e in events],
+        [e.topic for e in events],
+        [e.state for e in events],
+        [r.scope_id for r in rows],
+        [r.id for r in rows],
+        [r.idempotency_key for r in rows],
+        [r.fingerprint for r in rows],
+        [r.outcome for r in rows],
+        [r.posting_status for r in rows],
+        [r.posting_version for r in rows],
+        [r.reversed_by for r in rows],
+        event_streams,
+        event_versions,
+    )
+
+
+def _commands_only(rows: list[CommandRow]) -> tuple[list[Any], ...]:
+    return (
+        [r.scope_id for r in rows],
+        [r.id for r in rows],
+        [r.idempotency_key for r in rows],
+        [r.fingerprint for r in rows],
+        [r.outcome for r in rows],
+        [r.position for r in rows],
+        [r.posting_status for r in rows],
+        [r.posting_version for r in rows],
+        [r.reversed_by for r in rows],
+    )
+
+
+def _posting_updates(updates: list[PostingUpdate]) -> tuple[list[Any], ...]:
+    return (
+        [u.space_id for u in updates],
+        [u.posting_id for u in updates],
+        [u.posting_status for u in updates],
+        [u.posting_version for u in updates],
+        [u.reversed_by for u in updates],
+    )
+
+
+def _positions(batch: AppendBatch, returned: Sequence[Sequence[Any]]) -> list[int]:
+    """Each event's position, in batch order; each command row gets its event's position."""
+    by_key = {(row[0], row[1]): row[2] for row in returned}
+    positions = [by_key[(e.originator_id, e.originator_version)] for e in batch.events]
+    for row in batch.command_rows:
+        if row.event_index is not None:
+            row.position = positions[row.event_index]
+    return positions
 
 
 # SQLite -------------------------------------------------------------------------------------------

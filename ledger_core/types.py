@@ -4,6 +4,7 @@ statuses, and who-and-where context of a command."""
 from __future__ import annotations
 
 from typing import Final, Literal
+from uuid import UUID
 
 import msgspec
 
@@ -37,6 +38,15 @@ NORMAL_BALANCE: Final[dict[str, Direction]] = {
     "equity": "credit",
     "income": "credit",
 }
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One leg of a recorded posting: [account_id, direction, amount_minor, currency]."""
+
+    account_id: UUID
+    direction: Direction
+    amount_minor: int
+    currency: str
 
 
 class CommandContext(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

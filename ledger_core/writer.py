@@ -69,6 +69,7 @@ from ledger_core.store import (
     AppendConflict,
     CommandRow,
     LedgerStore,
+    NewEvent,
     PostingUpdate,
     StoreUnavailable,
 )
@@ -109,32 +110,23 @@ class GlobalState(SpaceState):
         self.tokens: dict[UUID, TokenRecord] = {}
         self.token_ids_by_hash: dict[str, UUID] = {}
 
-    def _tables(self) -> dict[int, Any]:
-        tables = super()._tables()
-        for table in (self.assets, self.asset_names, self.tokens, self.token_ids_by_hash):
-            tables[id(table)] = table
-        return tables
-
     def apply(self, event: ev.Event) -> None:
         self.version += 1
         if isinstance(event, ev.AssetRegistered):
-            self.set_entry(self.assets, event.code, event.exponent)
-            self.set_entry(self.asset_names, event.code, event.name)
+            self.assets[event.code] = event.exponent
+            self.asset_names[event.code] = event.name
         elif isinstance(event, ev.TokenIssued):
-            token = TokenRecord(
+            self.tokens[event.token_id] = TokenRecord(
                 id=event.token_id,
                 role=event.role,
                 spaces=event.spaces,
                 token_hash=event.token_hash,
             )
-            self.set_entry(self.tokens, event.token_id, token)
-            self.set_entry(self.token_ids_by_hash, event.token_hash, event.token_id)
+            self.token_ids_by_hash[event.token_hash] = event.token_id
         elif isinstance(event, ev.TokenRevoked):
             token = self.tokens[event.token_id]
-            self.set_entry(
-                self.tokens, event.token_id, msgspec.structs.replace(token, revoked=True)
-            )
-            self.delete_entry(self.token_ids_by_hash, token.token_hash)
+            self.tokens[event.token_id] = msgspec.structs.replace(token, revoked=True)
+            self.token_ids_by_hash.pop(token.token_hash, None)
         else:  # pragma: no cover - the global stream holds only these
             raise TypeError(f"not a global event: {type(event).__name__}")
 
@@ -184,14 +176,7 @@ class _Plan:
         """Apply `event` to `state` as its next version and queue it; return its index."""
         state.apply(event)
         topic, payload = encode_event(event)
-        self.batch.events.append(
-            StoredEvent(
-                originator_id=state.space_id,
-                originator_version=state.version,
-                topic=topic,
-                state=payload,
-            )
-        )
+        self.batch.events.append(NewEvent(state.space_id, state.version, topic, payload))
         return len(self.batch.events) - 1
 
 
@@ -327,40 +312,35 @@ class Writer:
         self.commands += len(requests)
         now = self.clock()
         live = [r for r in requests if self._admit(r)]
-        states = self._states_for(live)
-        live = [r for r in live if r.error is None]
-        touched = list(states.values())
         for _attempt in range(MAX_APPEND_ATTEMPTS):
-            plan = _Plan(now)
-            self._prefetch_postings(live, states)
-            for state in touched:
-                state.begin()
-            self.global_state.begin()
-            for state in touched:
-                self._expire_due(state, plan)
             for request in live:
                 request.reset()
+            states = self._states_for(live)
+            live = [r for r in live if r.error is None]
+            plan = _Plan(now)
+            self._prefetch_postings(live, states)
+            for state in states.values():
+                self._expire_due(state, plan)
+            for request in live:
                 self._decide(request, states, plan)
             try:
                 if _has_work(plan.batch):
                     self.store.append(plan.batch)
             except AppendConflict:
-                self._rollback(touched)
-                self._catch_up(touched)
-                self._load_keys(live, states)
+                # Another process appended first (or a key was used before): reload what this
+                # batch touched from the store and decide the batch again.
+                self._forget(states)
+                self._load_keys(live, self._states_for(live))
                 continue
             except StoreUnavailable as error:
-                self._rollback(touched)
+                self._forget(states)
                 self._fail(live, errors.Unavailable(f"the database failed: {error}"))
                 self._deliver(requests)
                 return
-            for state in touched:
-                state.commit()
-            self.global_state.commit()
             for space_id, state in plan.new_spaces.items():
                 self._cache(space_id, state)
                 self.snapshot_versions[space_id] = 0
-            self._snapshot(touched)
+            self._snapshot(list(states.values()))
             self._deliver(requests)
             return
         self._fail(
@@ -370,6 +350,17 @@ class Writer:
             ),
         )
         self._deliver(requests)
+
+    def _forget(self, states: dict[UUID, SpaceState]) -> None:
+        """Drop the in-memory state a failed batch changed: it reloads from the store."""
+        for space_id in states:
+            self.spaces.pop(space_id, None)
+        self._reset_global()
+
+    def _reset_global(self) -> None:
+        self.global_state = GlobalState()
+        self.currencies = CurrencyTable(self.global_state.assets)
+        self._load_global()
 
     @staticmethod
     def _fail(requests: list[_Request], error: errors.Unavailable) -> None:
@@ -402,17 +393,10 @@ class Writer:
                 states[space_id] = state
         return states
 
-    def _rollback(self, touched: list[SpaceState]) -> None:
-        for state in touched:
-            state.rollback()
-        self.global_state.rollback()
-
     def _drop_touched(self) -> None:
         """After an unexpected failure, forget every loaded space: they reload from the store."""
         self.spaces.clear()
-        self.global_state = GlobalState()
-        self.currencies = CurrencyTable(self.global_state.assets)
-        self._load_global()
+        self._reset_global()
 
     # Deciding one command ----------------------------------------------------------------------
 
@@ -851,27 +835,23 @@ class Writer:
 
     def expire_due_holds(self, states: list[SpaceState] | None = None) -> int:
         """Record the expiry of every due hold in the loaded spaces (writer thread only)."""
-        targets = list(self.spaces.values()) if states is None else states
+        targets = {s.space_id: s for s in (self.spaces.values() if states is None else states)}
         for _attempt in range(MAX_APPEND_ATTEMPTS):
             plan = _Plan(self.clock())
-            for state in targets:
-                state.begin()
+            for state in targets.values():
                 self._expire_due(state, plan)
             try:
                 if plan.batch.events:
                     self.store.append(plan.batch)
             except AppendConflict:
-                for state in targets:
-                    state.rollback()
-                self._catch_up(targets)
+                self._forget(targets)
+                reloaded = (self._space(space_id) for space_id in list(targets))
+                targets = {s.space_id: s for s in reloaded if s is not None}
                 continue
             except StoreUnavailable:
-                for state in targets:
-                    state.rollback()
+                self._forget(targets)
                 return 0
-            for state in targets:
-                state.commit()
-            self._snapshot(targets)
+            self._snapshot(list(targets.values()))
             return len(plan.batch.events)
         return 0
 
@@ -913,12 +893,6 @@ class Writer:
         while len(self.spaces) > MAX_CACHED_SPACES:
             evicted, _ = self.spaces.popitem(last=False)
             self.snapshot_versions.pop(evicted, None)
-
-    def _catch_up(self, states: list[SpaceState]) -> None:
-        for state in states:
-            for stored in self.store.stream(state.space_id, after_version=state.version):
-                state.apply(decode_event(stored.topic, stored.state))
-        self._load_global()
 
     def _load_keys(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
         """After a conflict, read the commands table for every key of the batch that is not in
