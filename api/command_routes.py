@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from litestar import Request, Response, delete, patch, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
 
 from api import auth, render, wire
 from api.gate import command_opt, context_of, idempotency_key_of, path_id
@@ -119,14 +120,16 @@ def _postings_recorded(result: CommandResult) -> int:
 
 
 @post("/v1/spaces", opt=command_opt("admin", wire.OpenSpaceRequest), responses=problems())
-async def open_space(request: Req, data: wire.OpenSpaceRequest) -> Response[wire.Space]:
+async def open_space(request: Req, data: JSONBody[wire.OpenSpaceRequest]) -> Response[wire.Space]:
     """Open a space (a tenant's book). Admin."""
     command = cmd.OpenSpace(name=data.name, base_currency=data.base_currency, **base(request))
     return await answer(request, command)
 
 
 @post("/v1/assets", opt=command_opt("admin", wire.RegisterAssetRequest), responses=problems())
-async def register_asset(request: Req, data: wire.RegisterAssetRequest) -> Response[wire.Asset]:
+async def register_asset(
+    request: Req, data: JSONBody[wire.RegisterAssetRequest]
+) -> Response[wire.Asset]:
     """Register a non-ISO asset (BTC, a share, hours) with its exponent. Admin."""
     command = cmd.RegisterAsset(
         code=data.code, exponent=data.exponent, name=data.name, **base(request)
@@ -135,7 +138,9 @@ async def register_asset(request: Req, data: wire.RegisterAssetRequest) -> Respo
 
 
 @post("/v1/tokens", opt=command_opt("admin", wire.IssueTokenRequest), responses=problems())
-async def issue_token(request: Req, data: wire.IssueTokenRequest) -> Response[wire.IssuedToken]:
+async def issue_token(
+    request: Req, data: JSONBody[wire.IssueTokenRequest]
+) -> Response[wire.IssuedToken]:
     """Issue an API token; the token is in this answer only (replays derive the same one)."""
     token = _token_for(request)
     command = cmd.IssueToken(
@@ -169,7 +174,7 @@ def _issued_token(request: Req, record: TokenRecord) -> wire.IssuedToken:
     responses=problems(),
     status_code=204,
 )
-async def revoke_token(request: Req, token_id: str) -> None:
+async def revoke_token(request: Req, token_id: FromPath[str]) -> None:
     """Revoke a token (no key needed: revoking twice is revoking once)."""
     target = path_id(request, "token_id")
     await services_of(request).ledger.submit(
@@ -187,7 +192,7 @@ ACCOUNT: Final = ACCOUNTS + "/{account_id:str}"
 
 @post(ACCOUNTS, opt=command_opt("space-write", wire.OpenAccountRequest), responses=problems())
 async def open_account(
-    request: Req, space_id: str, data: wire.OpenAccountRequest
+    request: Req, space_id: FromPath[str], data: JSONBody[wire.OpenAccountRequest]
 ) -> Response[wire.Account]:
     """Open an account in the space."""
     command = cmd.OpenAccount(
@@ -206,7 +211,10 @@ async def open_account(
 
 @patch(ACCOUNT, opt=command_opt("space-write", wire.UpdateAccountRequest), responses=problems())
 async def update_account(
-    request: Req, space_id: str, account_id: str, data: wire.UpdateAccountRequest
+    request: Req,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
+    data: JSONBody[wire.UpdateAccountRequest],
 ) -> Response[wire.Account]:
     """Change an account's name, overdraft limit (null removes it) or metadata."""
     command = cmd.UpdateAccount(
@@ -223,7 +231,7 @@ async def update_account(
 def _status_change(
     command_type: type[cmd.FreezeAccount | cmd.UnfreezeAccount | cmd.CloseAccount],
     request: Req,
-    data: wire.ReasonRequest,
+    data: JSONBody[wire.ReasonRequest],
 ) -> cmd.Command:
     return command_type(
         space_id=path_id(request, "space_id"),
@@ -238,7 +246,10 @@ REASON: Final = command_opt("space-write", wire.ReasonRequest)
 
 @post(ACCOUNT + "/freeze", opt=REASON, status_code=200, responses=problems())
 async def freeze_account(
-    request: Req, space_id: str, account_id: str, data: wire.ReasonRequest
+    request: Req,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
+    data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Account]:
     """Freeze an account: it accepts no new postings until unfrozen."""
     return await answer(request, _status_change(cmd.FreezeAccount, request, data))
@@ -246,7 +257,10 @@ async def freeze_account(
 
 @post(ACCOUNT + "/unfreeze", opt=REASON, status_code=200, responses=problems())
 async def unfreeze_account(
-    request: Req, space_id: str, account_id: str, data: wire.ReasonRequest
+    request: Req,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
+    data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Account]:
     """Unfreeze a frozen account."""
     return await answer(request, _status_change(cmd.UnfreezeAccount, request, data))
@@ -254,7 +268,10 @@ async def unfreeze_account(
 
 @post(ACCOUNT + "/close", opt=REASON, status_code=200, responses=problems())
 async def close_account(
-    request: Req, space_id: str, account_id: str, data: wire.ReasonRequest
+    request: Req,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
+    data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Account]:
     """Close an account (at a zero balance with no open holds), for good."""
     return await answer(request, _status_change(cmd.CloseAccount, request, data))
@@ -266,7 +283,7 @@ POSTINGS: Final = "/v1/spaces/{space_id:str}/postings"
 POSTING: Final = POSTINGS + "/{posting_id:str}"
 
 
-def posting_spec(data: wire.PostingRequest) -> cmd.PostingSpec:
+def posting_spec(data: JSONBody[wire.PostingRequest]) -> cmd.PostingSpec:
     return cmd.PostingSpec(
         entries=tuple(
             cmd.EntrySpec(
@@ -289,7 +306,7 @@ def posting_spec(data: wire.PostingRequest) -> cmd.PostingSpec:
 
 @post(POSTINGS, opt=command_opt("space-write", wire.PostingRequest), responses=problems())
 async def record_posting(
-    request: Req, space_id: str, data: wire.PostingRequest
+    request: Req, space_id: FromPath[str], data: JSONBody[wire.PostingRequest]
 ) -> Response[wire.Posting]:
     """Record a posting (or a hold, with `pending: true`)."""
     command = cmd.RecordPosting(
@@ -300,7 +317,7 @@ async def record_posting(
 
 @post(POSTINGS + "/batch", opt=command_opt("space-write", wire.BatchRequest), responses=problems())
 async def record_batch(
-    request: Req, space_id: str, data: wire.BatchRequest
+    request: Req, space_id: FromPath[str], data: JSONBody[wire.BatchRequest]
 ) -> Response[wire.Batch]:
     """Record 1-1000 postings, all or none."""
     command = cmd.RecordBatch(
@@ -318,7 +335,10 @@ async def record_batch(
     responses=problems(),
 )
 async def post_pending(
-    request: Req, space_id: str, posting_id: str, data: wire.CaptureRequest
+    request: Req,
+    space_id: FromPath[str],
+    posting_id: FromPath[str],
+    data: JSONBody[wire.CaptureRequest],
 ) -> Response[wire.Posting]:
     """Post a pending posting, fully or (two-entry holds) partly."""
     command = cmd.PostPending(
@@ -337,7 +357,10 @@ async def post_pending(
     responses=problems(),
 )
 async def void_pending(
-    request: Req, space_id: str, posting_id: str, data: wire.ReasonRequest
+    request: Req,
+    space_id: FromPath[str],
+    posting_id: FromPath[str],
+    data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Posting]:
     """Void a pending posting: its hold is released."""
     command = cmd.VoidPending(
@@ -353,7 +376,10 @@ async def void_pending(
     POSTING + "/reverse", opt=command_opt("space-write", wire.ReverseRequest), responses=problems()
 )
 async def reverse_posting(
-    request: Req, space_id: str, posting_id: str, data: wire.ReverseRequest
+    request: Req,
+    space_id: FromPath[str],
+    posting_id: FromPath[str],
+    data: JSONBody[wire.ReverseRequest],
 ) -> Response[wire.Posting]:
     """Reverse a posted posting with a new, mirrored one (at most once)."""
     command = cmd.ReversePosting(

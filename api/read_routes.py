@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, Final, TypeVar, get_args
+from typing import Annotated, Any, Final, TypeVar, get_args
 
 from litestar import Request, get
 from litestar.concurrency import sync_to_thread
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api import render, wire
 from api.command_routes import problems
@@ -107,7 +107,7 @@ ACCOUNT: Final = SPACE + "/accounts/{account_id:str}"
 
 
 @get(SPACE, opt=READ, responses=problems())
-async def get_space(request: Req, space_id: str) -> wire.Space:
+async def get_space(request: Req, space_id: FromPath[str]) -> wire.Space:
     """A space."""
     space = path_id(request, "space_id")
     view = await read(request, services_of(request).read_models.space, space)
@@ -117,11 +117,11 @@ async def get_space(request: Req, space_id: str) -> wire.Space:
 @get(SPACE + "/accounts", opt=READ, responses=problems())
 async def list_accounts(
     request: Req,
-    space_id: str,
-    type: str | None = None,
-    status: str | None = None,
-    cursor_: str | None = Parameter(query="cursor", default=None),
-    limit: str | None = None,
+    space_id: FromPath[str],
+    type: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    cursor_: Annotated[str | None, QueryParameter(name="cursor")] = None,
+    limit: FromQuery[str | None] = None,
 ) -> wire.AccountPage:
     """A page of the space's accounts, in the order they were opened."""
     services = services_of(request)
@@ -142,7 +142,9 @@ async def list_accounts(
 
 
 @get(ACCOUNT, opt=READ, responses=problems())
-async def get_account(request: Req, space_id: str, account_id: str) -> wire.Account:
+async def get_account(
+    request: Req, space_id: FromPath[str], account_id: FromPath[str]
+) -> wire.Account:
     """An account with its balances."""
     services = services_of(request)
     view = await read(
@@ -157,7 +159,10 @@ async def get_account(request: Req, space_id: str, account_id: str) -> wire.Acco
 
 @get(ACCOUNT + "/balance", opt=READ, responses=problems())
 async def get_balance_as_of(
-    request: Req, space_id: str, account_id: str, as_of: str | None = None
+    request: Req,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
+    as_of: FromQuery[str | None] = None,
 ) -> wire.BalanceAsOf:
     """The posted balance at the end of an effective date (default today)."""
     services = services_of(request)
@@ -180,12 +185,12 @@ async def get_balance_as_of(
 @get(ACCOUNT + "/entries", opt=READ, responses=problems())
 async def list_entries(
     request: Req,
-    space_id: str,
-    account_id: str,
-    from_: str | None = Parameter(query="from", default=None),
-    to: str | None = None,
-    cursor_: str | None = Parameter(query="cursor", default=None),
-    limit: str | None = None,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
+    from_: Annotated[str | None, QueryParameter(name="from")] = None,
+    to: FromQuery[str | None] = None,
+    cursor_: Annotated[str | None, QueryParameter(name="cursor")] = None,
+    limit: FromQuery[str | None] = None,
 ) -> wire.EntryPage:
     """The account's posted entries in log order, each with the balance after it."""
     services = services_of(request)
@@ -226,13 +231,13 @@ def _entry_line(view: Any, currencies: render.Exponents) -> wire.EntryLine:
 @get(SPACE + "/postings", opt=READ, responses=problems())
 async def list_postings(
     request: Req,
-    space_id: str,
-    account_id: str | None = None,
-    status: str | None = None,
-    from_: str | None = Parameter(query="from", default=None),
-    to: str | None = None,
-    cursor_: str | None = Parameter(query="cursor", default=None),
-    limit: str | None = None,
+    space_id: FromPath[str],
+    account_id: FromQuery[str | None] = None,
+    status: FromQuery[str | None] = None,
+    from_: Annotated[str | None, QueryParameter(name="from")] = None,
+    to: FromQuery[str | None] = None,
+    cursor_: Annotated[str | None, QueryParameter(name="cursor")] = None,
+    limit: FromQuery[str | None] = None,
 ) -> wire.PostingPage:
     """A page of the space's postings in log order."""
     services = services_of(request)
@@ -266,7 +271,9 @@ def _account_filter(text: str | None) -> Any:
 
 
 @get(SPACE + "/postings/{posting_id:str}", opt=READ, responses=problems())
-async def get_posting(request: Req, space_id: str, posting_id: str) -> wire.Posting:
+async def get_posting(
+    request: Req, space_id: FromPath[str], posting_id: FromPath[str]
+) -> wire.Posting:
     """A posting."""
     services = services_of(request)
     view = await read(
@@ -280,7 +287,9 @@ async def get_posting(request: Req, space_id: str, posting_id: str) -> wire.Post
 
 
 @get(SPACE + "/reports/trial-balance", opt=READ, responses=problems())
-async def trial_balance(request: Req, space_id: str, as_of: str | None = None) -> wire.TrialBalance:
+async def trial_balance(
+    request: Req, space_id: FromPath[str], as_of: FromQuery[str | None] = None
+) -> wire.TrialBalance:
     """Each account's net posted balance as of a date in its debit or credit column; per
     currency the columns' totals are equal."""
     services = services_of(request)
@@ -332,7 +341,7 @@ async def list_assets(request: Req) -> wire.AssetList:
 
 @get("/v1/events", opt=read_opt("admin"), responses=problems())
 async def list_events(
-    request: Req, after: str | None = None, limit: str | None = None
+    request: Req, after: FromQuery[str | None] = None, limit: FromQuery[str | None] = None
 ) -> wire.EventPage:
     """The log itself, for integrations (admin): events after a position, in log order."""
     page = await read(
