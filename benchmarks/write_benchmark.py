@@ -106,6 +106,8 @@ class CellResult:
     writer_commands: int
     commands_per_batch: float
     cpu_us_per_posting: float
+    writer_cpu_us_per_posting: float
+    loop_cpu_us_per_posting: float
     profiled: bool = False
     reference_name: str = ""
     reference_per_second: float = float("nan")
@@ -215,6 +217,11 @@ async def _sample_counters(ledger: Ledger, window: _Window) -> None:
         window.counters[f"batches_{edge}"] = ledger.writer.batches
         window.counters[f"commands_{edge}"] = ledger.writer.commands
         window.counters[f"cpu_{edge}"] = time.process_time()
+        window.counters[f"loop_cpu_{edge}"] = time.thread_time()
+        # The writer thread's own CPU time, read on that thread between two batches.
+        window.counters[f"writer_cpu_{edge}"] = await asyncio.to_thread(
+            ledger.writer.call, time.thread_time
+        )
 
 
 def _cell_result(
@@ -230,7 +237,12 @@ def _cell_result(
     counters = window.counters
     batches = int(counters["batches_end"] - counters["batches_start"])
     commands = int(counters["commands_end"] - counters["commands_start"])
-    cpu_seconds = counters["cpu_end"] - counters["cpu_start"]
+    postings = len(latencies)
+
+    def per_posting_us(name: str) -> float:
+        spent = counters[f"{name}_end"] - counters[f"{name}_start"]
+        return spent / postings * 1e6 if postings else float("nan")
+
     return CellResult(
         backend=backend,
         shape=shape,
@@ -245,7 +257,9 @@ def _cell_result(
         writer_batches=batches,
         writer_commands=commands,
         commands_per_batch=commands / batches if batches else float("nan"),
-        cpu_us_per_posting=cpu_seconds / len(latencies) * 1e6 if latencies else float("nan"),
+        cpu_us_per_posting=per_posting_us("cpu"),
+        writer_cpu_us_per_posting=per_posting_us("writer_cpu"),
+        loop_cpu_us_per_posting=per_posting_us("loop_cpu"),
     )
 
 
@@ -389,6 +403,8 @@ TABLE_HEADERS: Final = (
     "batches",
     "cmds/batch",
     "CPU us/posting",
+    "writer",
+    "loop",
     "reference/s",
     "ratio",
 )
@@ -407,6 +423,8 @@ def table(runs: Sequence[BackendRun]) -> str:
             cell.writer_batches,
             cell.commands_per_batch,
             cell.cpu_us_per_posting,
+            cell.writer_cpu_us_per_posting,
+            cell.loop_cpu_us_per_posting,
             cell.reference_per_second,
             cell.ratio,
         )

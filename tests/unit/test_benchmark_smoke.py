@@ -52,6 +52,8 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
         assert cell["postings_per_second"] == pytest.approx(cell["postings"] / cell["seconds"])
         assert 0 < cell["latency_ms_p50"] <= cell["latency_ms_p99"] <= cell["latency_ms_max"]
         assert cell["writer_commands"] >= cell["writer_batches"] > 0
+        assert cell["cpu_us_per_posting"] >= cell["writer_cpu_us_per_posting"] > 0
+        assert cell["cpu_us_per_posting"] >= cell["loop_cpu_us_per_posting"] > 0
         assert cell["reference_per_second"] == reference
         assert cell["ratio"] == pytest.approx(cell["postings_per_second"] / reference)
     assert payload["preload"]["sqlite"]["postings"] == 1500
@@ -61,20 +63,22 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
 def test_the_targets_are_judged_on_the_64_submitter_cells() -> None:
     def cell(shape: str, rate: float, ratio: float) -> write_benchmark.CellResult:
         return write_benchmark.CellResult(
-            "postgresql",
-            shape,
-            64,
-            1.0,
-            int(rate),
-            rate,
-            1.0,
-            2.0,
-            3.0,
-            0,
-            1,
-            1,
-            1.0,
-            1.0,
+            backend="postgresql",
+            shape=shape,
+            submitters=64,
+            seconds=1.0,
+            postings=int(rate),
+            postings_per_second=rate,
+            latency_ms_p50=1.0,
+            latency_ms_p99=2.0,
+            latency_ms_max=3.0,
+            refused=0,
+            writer_batches=1,
+            writer_commands=64,
+            commands_per_batch=64.0,
+            cpu_us_per_posting=1.0,
+            writer_cpu_us_per_posting=0.5,
+            loop_cpu_us_per_posting=0.25,
             ratio=ratio,
         )
 
