@@ -94,10 +94,28 @@ def today() -> date:
     return datetime.now(UTC).date()
 
 
-def _found(value: T | None, error: errors.LedgerError) -> T:
+async def _found(request: Req, value: T | None, error: errors.LedgerError) -> T:
+    """`value`, or the right not-found: the space's when the space itself does not exist."""
     if value is None:
+        await _check_space(request)
         raise error
     return value
+
+
+async def _check_account(request: Req) -> None:
+    """An empty list of an account's entries: is there such an account at all?"""
+    read_models = services_of(request).read_models
+    account_id = path_id(request, "account_id")
+    view = await sync_to_thread(read_models.account, path_id(request, "space_id"), account_id)
+    await _found(request, view, errors.AccountNotFound(f"no account {account_id} in this space"))
+
+
+async def _check_space(request: Req) -> None:
+    """A missing space answers 404 `space-not-found` for every read on it. Checked only when a
+    read found nothing, so a read that finds something costs no extra query."""
+    space_id = path_id(request, "space_id")
+    if await sync_to_thread(services_of(request).read_models.space, space_id) is None:
+        raise errors.SpaceNotFound(f"no space {space_id}")
 
 
 # Spaces and accounts ----------------------------------------------------------------------------
@@ -111,7 +129,9 @@ async def get_space(request: Req, space_id: FromPath[str]) -> wire.Space:
     """A space."""
     space = path_id(request, "space_id")
     view = await read(request, services_of(request).read_models.space, space)
-    return render.space(_found(view, errors.SpaceNotFound(f"no space {space}")))
+    if view is None:
+        raise errors.SpaceNotFound(f"no space {space}")
+    return render.space(view)
 
 
 @get(SPACE + "/accounts", opt=READ, responses=problems())
@@ -134,6 +154,8 @@ async def list_accounts(
         cursor=cursor(cursor_),
         limit=page_limit(limit),
     )
+    if not page.items:
+        await _check_space(request)
     currencies = services.ledger.currencies
     return wire.AccountPage(
         items=[render.account(item, currencies) for item in page.items],
@@ -153,7 +175,9 @@ async def get_account(
         path_id(request, "space_id"),
         path_id(request, "account_id"),
     )
-    found = _found(view, errors.AccountNotFound(f"no account {account_id} in this space"))
+    found = await _found(
+        request, view, errors.AccountNotFound(f"no account {account_id} in this space")
+    )
     return render.account(found, services.ledger.currencies)
 
 
@@ -173,7 +197,9 @@ async def get_balance_as_of(
         path_id(request, "account_id"),
         day(as_of, "as_of") or today(),
     )
-    found = _found(view, errors.AccountNotFound(f"no account {account_id} in this space"))
+    found = await _found(
+        request, view, errors.AccountNotFound(f"no account {account_id} in this space")
+    )
     return wire.BalanceAsOf(
         account_id=found.account_id,
         as_of=found.as_of,
@@ -204,6 +230,8 @@ async def list_entries(
         cursor=cursor(cursor_),
         limit=page_limit(limit),
     )
+    if not page.items:
+        await _check_account(request)
     currencies = services.ledger.currencies
     return wire.EntryPage(
         items=[_entry_line(item, currencies) for item in page.items],
@@ -252,6 +280,8 @@ async def list_postings(
         cursor=cursor(cursor_),
         limit=page_limit(limit),
     )
+    if not page.items:
+        await _check_space(request)
     currencies = services.ledger.currencies
     return wire.PostingPage(
         items=[render.posting(item, currencies) for item in page.items],
@@ -282,7 +312,9 @@ async def get_posting(
         path_id(request, "space_id"),
         path_id(request, "posting_id"),
     )
-    found = _found(view, errors.PostingNotFound(f"no posting {posting_id} in this space"))
+    found = await _found(
+        request, view, errors.PostingNotFound(f"no posting {posting_id} in this space")
+    )
     return render.posting(found, services.ledger.currencies)
 
 
@@ -299,6 +331,8 @@ async def trial_balance(
         path_id(request, "space_id"),
         day(as_of, "as_of") or today(),
     )
+    if not view.rows:
+        await _check_space(request)
     currencies = services.ledger.currencies
 
     def money(amount_minor: int, currency: str) -> str:

@@ -1,0 +1,123 @@
+"""Authentication and authorisation for every route: no token 401, a space outside the token's
+grants 404 exactly like a missing space (whatever the role), a read token writing 403, admin
+routes 403 for the other roles; tokens are stored hashed and revocable; `ledger token create`
+makes a working token; LEDGER_ADMIN_TOKEN bootstraps an admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from litestar.testing import TestClient
+
+from api.app import create_app
+from api.cli import main
+from tests.api.conftest import Api, Book, settings_for
+from tests.api.test_commands import problem_of
+
+MISSING = "00000000-0000-0000-0000-00000000abcd"
+
+
+def space_routes(book: Book, posting_id: str) -> list[tuple[str, str, Any]]:
+    """(method, path, body) of every route on a space; body None marks a read."""
+    space = f"/v1/spaces/{book.space}"
+    account = f"{space}/accounts/{book.card}"
+    posting = f"{space}/postings/{posting_id}"
+    entry = {"account_id": book.card, "direction": "debit", "amount": "1.00"}
+    posting_body = {"entries": [entry, {**entry, "account_id": book.salary, "direction": "credit"}]}
+    return [
+        ("POST", f"{space}/accounts", {"name": "N", "type": "asset", "currency": "USD"}),
+        ("PATCH", account, {"name": "Renamed"}),
+        ("POST", f"{account}/freeze", {}),
+        ("POST", f"{account}/unfreeze", {}),
+        ("POST", f"{account}/close", {}),
+        ("POST", f"{space}/postings", posting_body),
+        ("POST", f"{space}/postings/batch", {"postings": [posting_body]}),
+        ("POST", f"{posting}/post", {}),
+        ("POST", f"{posting}/void", {}),
+        ("POST", f"{posting}/reverse", {}),
+        ("GET", space, None),
+        ("GET", f"{space}/accounts", None),
+        ("GET", account, None),
+        ("GET", f"{account}/balance", None),
+        ("GET", f"{account}/entries", None),
+        ("GET", f"{space}/postings", None),
+        ("GET", posting, None),
+        ("GET", f"{space}/reports/trial-balance", None),
+    ]
+
+
+def send(api: Api, method: str, path: str, body: Any) -> Any:
+    if body is None:
+        return api.get(path, wait=False)
+    return api.send(method, path, body)
+
+
+def test_every_space_route_checks_token_grant_and_role(api: Api, book: Book) -> None:
+    hold = api.record(book.space, book.card, book.salary, "1.00", pending=True)
+    other_space = api.open_space("Other")
+    outsider_write = api.as_token(api.issue_token("write", [other_space]))
+    outsider_read = api.as_token(api.issue_token("read", [other_space]))
+    reader = api.as_token(api.issue_token("read", [book.space]))
+    nobody = api.as_token(None)
+    stranger = api.as_token("not-a-token-anyone-issued")
+    for method, path, body in space_routes(book, hold["id"]):
+        for caller in (nobody, stranger):
+            problem_of(send(caller, method, path, body), 401, "unauthenticated")
+        for caller in (outsider_write, outsider_read):
+            problem_of(send(caller, method, path, body), 404, "space-not-found")
+        missing_space = path.replace(book.space, MISSING)
+        problem_of(send(api, method, missing_space, body), 404, "space-not-found")
+        answer = send(reader, method, path, body)
+        if body is None:
+            assert answer.status_code == 200, (path, answer.text)
+        else:
+            problem_of(answer, 403, "forbidden")
+
+
+def test_global_routes_are_for_admins(api: Api, book: Book) -> None:
+    writer = api.as_token(api.issue_token("write", [book.space]))
+    reader = api.as_token(api.issue_token("read", [book.space]))
+    token_id = api.ok(api.post("/v1/tokens", {"role": "read", "spaces": []}), 201)["id"]
+    admin_only = [
+        ("POST", "/v1/spaces", {"name": "S", "base_currency": "USD"}),
+        ("POST", "/v1/assets", {"code": "PTS", "exponent": 0}),
+        ("POST", "/v1/tokens", {"role": "admin", "spaces": []}),
+        ("DELETE", f"/v1/tokens/{token_id}", {}),
+        ("GET", "/v1/events", None),
+    ]
+    for method, path, body in admin_only:
+        problem_of(send(api.as_token(None), method, path, body), 401, "unauthenticated")
+        for caller in (writer, reader):
+            problem_of(send(caller, method, path, body), 403, "forbidden")
+    assert reader.get("/v1/assets").status_code == 200
+    problem_of(api.as_token(None).get("/v1/assets"), 401, "unauthenticated")
+
+
+def test_authorization_header_forms(api: Api) -> None:
+    token = api.issue_token("admin", [])
+    for header in (f"Basic {token}", token, "Bearer", "Bearer " + "x" * 300):
+        response = api.client.get("/v1/assets", headers={"Authorization": header})
+        problem_of(response, 401, "unauthenticated")
+    assert api.client.get("/v1/assets", headers={"Authorization": f"bearer {token}"}).is_success
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_cli_token_bootstraps_an_admin_without_the_environment_token(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    monkeypatch.delenv("LEDGER_ADMIN_TOKEN", raising=False)
+    result = CliRunner().invoke(main, ["token", "create", "--role", "admin"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert token.startswith("ldg_") and len(token) >= 40
+    settings = settings_for(database_url, admin_token=None)
+    with TestClient(create_app(settings)) as client:
+        api = Api(client, token)
+        space = api.open_space()
+        issued = api.ok(api.post("/v1/tokens", {"role": "read", "spaces": [space]}), 201)
+        reader = api.as_token(issued["token"])
+        assert reader.get(f"/v1/spaces/{space}").status_code == 200
+        problem_of(Api(client).get("/v1/assets"), 401, "unauthenticated")
