@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from api.cli_projections import migrate, project, replay, status, verify
 from api.demo import demo
 from api.serve import serve, token
 
@@ -22,3 +23,8 @@ def main() -> None:
 main.add_command(demo)
 main.add_command(serve)
 main.add_command(token)
+main.add_command(migrate)
+main.add_command(project)
+main.add_command(status)
+main.add_command(replay)
+main.add_command(verify)

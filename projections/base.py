@@ -58,19 +58,23 @@ class EventDecodeFailed(Exception):
         self.reason = reason
 
 
-def read_rows(database: Database, cursor: Cursor, after: int, limit: int) -> list[StoredRow]:
-    """Up to `limit` event rows with position > `after`, in position order."""
+def read_rows(
+    database: Database, cursor: Cursor, after: int, limit: int, until: int | None = None
+) -> list[StoredRow]:
+    """Up to `limit` event rows with `after` < position <= `until`, in position order."""
+    bound = until if until is not None else 2**63 - 1
     if database.is_postgres:
         cursor.execute(
             "SELECT notification_id, originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
-            (after, limit),
+            f"FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s "
+            "ORDER BY notification_id LIMIT %s",
+            (after, bound, limit),
         )
         return [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
     cursor.execute(
         "SELECT rowid, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-        (after, limit),
+        f"FROM {EVENTS_TABLE} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+        (after, bound, limit),
     )
     return [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
 

@@ -115,15 +115,17 @@ def apply_next_batch(
     *,
     tracking_name: str | None = None,
     limit: int = DEFAULT_BATCH_EVENTS,
+    until: int | None = None,
 ) -> int:
-    """Apply the next events after the tracked position; return how many were applied.
-    Raises `ProjectionFailed` (after recording it) if an event cannot be applied."""
+    """Apply the next events after the tracked position (up to `until`, if given); return how
+    many were applied. Raises `ProjectionFailed` (after recording it) if an event cannot be
+    applied."""
     name = tracking_name or projection.name
     cursor = connection.cursor()
     start = tracked_position(database, cursor, name, lock=False)
     if start is None:
         raise LookupError(f"no tracking row for projection {name!r} (run `ledger migrate`)")
-    rows = read_rows(database, cursor, start, min(limit, MAX_BATCH_EVENTS))
+    rows = read_rows(database, cursor, start, min(limit, MAX_BATCH_EVENTS), until)
     if not rows:
         return 0
     try:

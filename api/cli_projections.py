@@ -1,0 +1,152 @@
+"""The operator's projection commands: `ledger migrate`, `project`, `status`, `replay`, `verify`.
+
+Each reads LEDGER_DATABASE_URL through `LedgerSettings` and hands over to `migrations` or
+`projections`. The replay progress bar is tqdm (events/s and ETA without hand-written code).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import click
+
+from ledger_core.settings import LedgerSettings
+
+
+def _database_url() -> str:
+    return LedgerSettings().database_url
+
+
+@click.command()
+def migrate() -> None:
+    """Apply the schema migrations not applied yet (a no-op when up to date)."""
+    from migrations import apply_migrations
+
+    applied = apply_migrations(_database_url())
+    if applied:
+        for migration_id in applied:
+            click.echo(f"applied {migration_id}")
+    else:
+        click.echo("schema is up to date")
+
+
+@click.command()
+@click.option("--projection", "names", multiple=True, help="Run only this projection (repeatable).")
+def project(names: tuple[str, ...]) -> None:
+    """Run the projections in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    from projections.runner import ProjectionRunner
+
+    url = _database_url()
+    runner = ProjectionRunner(url, names=list(names) or None)
+    stopping = threading.Event()
+
+    def request_stop(*_: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    runner.start()
+    click.echo(f"projecting {', '.join(p.name for p in runner.projections)}; Ctrl-C stops")
+    reported: set[str] = set()
+    try:
+        while not stopping.wait(1.0):
+            for name, failure in runner.failures.items():
+                if name not in reported:
+                    reported.add(name)
+                    click.echo(f"FAILED: {failure}", err=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()
+    click.echo("stopped")
+
+
+@click.command()
+def status() -> None:
+    """The head of the log, and each projection's applied position and lag. Exits 1 if a
+    projection is stopped on a failing event."""
+    from projections.status import projection_statuses
+
+    head, statuses = projection_statuses(_database_url())
+    click.echo(f"head position: {head}")
+    click.echo(f"{'projection':<12} {'applied':>12} {'lag':>10} {'generation':>10}  state")
+    failed = False
+    for item in statuses:
+        state = "ok"
+        if item.failed_position is not None:
+            failed = True
+            state = (
+                f"FAILED at position {item.failed_position} ({item.failed_topic}): "
+                f"{item.failed_reason}"
+            )
+        click.echo(
+            f"{item.name:<12} {item.position:>12} {item.lag:>10} {item.generation:>10}  {state}"
+        )
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.option("--projection", "names", multiple=True, help="Rebuild only this projection.")
+def replay(names: tuple[str, ...]) -> None:
+    """Rebuild projections from position 0 into fresh tables and swap them in atomically.
+    Safe to interrupt: running it again resumes the rebuild."""
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    from projections.rebuild import replay as run_replay
+
+    bars: dict[str, Any] = {}
+
+    def on_start(name: str, resumed_at: int, head: int) -> None:
+        for bar in bars.values():
+            bar.close()
+        bars.clear()
+        bars[name] = tqdm(
+            total=max(head - resumed_at, 0),
+            desc=name,
+            unit=" events",
+            unit_scale=True,
+            dynamic_ncols=True,
+        )
+        if resumed_at:
+            bars[name].write(f"{name}: resuming an interrupted replay at position {resumed_at}")
+
+    def on_progress(events: int, position: int) -> None:
+        for bar in bars.values():
+            bar.update(events)
+
+    try:
+        results = run_replay(
+            _database_url(), list(names) or None, on_start=on_start, on_progress=on_progress
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for result in results:
+        rate = result.events / result.seconds if result.seconds else 0.0
+        click.echo(
+            f"{result.projection}: swapped in at position {result.position} "
+            f"({result.events} events in {result.seconds:.1f}s, {rate:,.0f} events/s)"
+        )
+
+
+@click.command()
+@click.option("--projection", "names", multiple=True, help="Verify only this projection.")
+def verify(names: tuple[str, ...]) -> None:
+    """Re-derive the projections from the log, compare them with the stored tables and check
+    the log's invariants. Prints every mismatch; exits 1 if there is any."""
+    from projections.verify import verify as run_verify
+
+    report = run_verify(_database_url(), list(names) or None)
+    positions = ", ".join(f"{name} at {position}" for name, position in report.positions.items())
+    click.echo(f"verified {positions}; {report.events_checked} events checked")
+    for mismatch in report.mismatches:
+        click.echo(
+            f"MISMATCH {mismatch.kind}: table {mismatch.table}, row {mismatch.row}: "
+            f"expected {mismatch.expected}; found {mismatch.found}"
+        )
+    if not report.ok:
+        click.echo(f"{len(report.mismatches)} mismatch(es)", err=True)
+        raise SystemExit(1)
+    click.echo("no mismatches")

@@ -1,0 +1,60 @@
+"""Where each projection stands: the position it has applied, its lag behind the head of the
+log, the generation of its tables (how many replays swapped in) and the event it failed on, if
+any. Read from `ledger_projections`, so it describes every projector of the database, whichever
+process runs it (`ledger status`, `/ready`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from projections.base import TRACKING_TABLE, head_position
+from projections.db import Database
+from projections.registry import PROJECTIONS
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    lag: int
+    generation: int
+    failed_position: int | None
+    failed_topic: str | None
+    failed_reason: str | None
+    failed_at: datetime | None
+
+
+def projection_statuses(database_url: str) -> tuple[int, list[ProjectionStatus]]:
+    """(head position, the status of each registered projection)."""
+    database = Database(database_url)
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        head = head_position(database, cursor)
+        cursor.execute(
+            "SELECT name, position, generation, failed_position, failed_topic, failed_reason, "
+            f"failed_at FROM {TRACKING_TABLE} ORDER BY name"
+        )
+        rows = {row[0]: row for row in cursor.fetchall()}
+    finally:
+        connection.close()
+    statuses = []
+    for name in PROJECTIONS:
+        row = rows.get(name)
+        if row is None:
+            statuses.append(ProjectionStatus(name, 0, head, 0, None, None, None, None))
+            continue
+        statuses.append(
+            ProjectionStatus(
+                name=name,
+                position=int(row[1]),
+                lag=max(head - int(row[1]), 0),
+                generation=int(row[2]),
+                failed_position=row[3],
+                failed_topic=row[4],
+                failed_reason=row[5],
+                failed_at=database.dialect.to_timestamp(row[6]),
+            )
+        )
+    return head, statuses
