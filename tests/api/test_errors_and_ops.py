@@ -1,0 +1,119 @@
+"""Problems for what is not a ledger refusal (unknown routes and methods, a bug, the ledger
+down), request ids and the who-and-where recorded in events, and the operations routes."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import pytest
+from litestar.testing import TestClient
+
+from api.app import create_app
+from ledger_core.ledger import Ledger
+from tests.api.conftest import Api, Book, settings_for
+from tests.api.test_commands import problem_of
+
+
+def test_unknown_routes_and_methods_answer_problems(api: Api) -> None:
+    problem_of(api.client.get("/v2/nothing"), 404, "not-found")
+    problem_of(api.client.delete("/v1/spaces"), 405, "method-not-allowed")
+    problem_of(api.client.put("/health"), 405, "method-not-allowed")
+
+
+class BrokenReadModels:
+    """A read model whose database fails with internals in the message."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("password=hunter2 at db.internal:5432")
+
+        return fail
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_unexpected_error_is_a_generic_500(database_url: str) -> None:
+    app = create_app(
+        settings_for(database_url), read_models=BrokenReadModels(), run_projections=False
+    )  # type: ignore[arg-type]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = Api(client)
+        space = api.open_space()
+        response = api.get(f"/v1/spaces/{space}", wait=False)
+    body = problem_of(response, 500, "internal-error")
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+    assert set(body) == {"type", "title", "status", "detail", "code"}
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_closed_ledger_answers_503_unavailable(database_url: str) -> None:
+    ledger = Ledger.open(database_url)
+    app = create_app(settings_for(database_url), ledger=ledger)
+    with TestClient(app) as client:
+        api = Api(client)
+        api.open_space()
+        ledger.close()
+        response = api.post("/v1/spaces", {"name": "Late", "base_currency": "USD"})
+    problem_of(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "1"
+
+
+def test_request_ids_and_context_are_recorded(api: Api, book: Book) -> None:
+    body = api.posting_body(book.checking, book.salary, "1.00")
+    headers = {"X-Request-ID": "client-req-42", "User-Agent": "budget-app/1.0"}
+    response = api.post(book.postings, body, headers=headers)
+    assert response.headers["x-request-id"] == "client-req-42"
+    declined = api.post(
+        book.postings, api.posting_body(book.groceries, book.checking, "99.00"),
+        headers={"X-Request-ID": "bad id with spaces"},
+    )  # fmt: skip
+    generated = declined.headers["x-request-id"]
+    assert generated != "bad id with spaces" and len(generated) == 32
+    events = api.ok(api.get("/v1/events", limit="500"), 200)["items"]
+    by_type = {event["type"]: event for event in events}
+    context = by_type["PostingRecorded"]["data"]["context"]
+    assert context["request_id"] == "client-req-42"
+    assert context["user_agent"] == "budget-app/1.0"
+    assert context["token_id"] == "bootstrap-admin"
+    assert context["client_address"]
+    assert by_type["PostingDeclined"]["data"]["context"]["request_id"] == generated
+    writer_token = api.ok(api.post("/v1/tokens", {"role": "write", "spaces": [book.space]}), 201)
+    writer = api.as_token(writer_token["token"])
+    writer.record(book.space, book.checking, book.salary, "2.00")
+    events = api.ok(api.get("/v1/events", limit="500"), 200)["items"]
+    assert UUID(events[-1]["data"]["context"]["token_id"]) == UUID(writer_token["id"])
+
+
+def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> None:
+    api.record(book.space, book.checking, book.salary, "3.00")
+    api.post(book.postings, api.posting_body(book.groceries, book.checking, "99.00"))
+    anonymous = api.client
+    assert anonymous.get("/health").json() == {"status": "ok"}
+    api.get(f"/v1/spaces/{book.space}")  # wait until the projections caught up
+    ready = anonymous.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["database"] is True and ready.json()["projection_lag"] >= 0
+    metrics = anonymous.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'ledger_http_requests_total{method="POST",route="/v1/spaces",status="201"} 1.0' in text
+    assert "ledger_http_request_duration_seconds_bucket" in text
+    assert "ledger_postings_recorded_total 1.0" in text
+    assert 'ledger_postings_declined_total{reason="insufficient-funds"} 1.0' in text
+    assert "ledger_projection_lag_events" in text
+    ui = anonymous.get("/schema")
+    assert ui.status_code == 200 and "<html" in ui.text.lower()
+    schema = anonymous.get("/schema/openapi.json").json()
+    assert schema["openapi"].startswith("3.1")
+    paths = set(schema["paths"])
+    for path in (
+        "/v1/spaces",
+        "/v1/spaces/{space_id}/postings/batch",
+        "/v1/spaces/{space_id}/accounts/{account_id}/entries",
+        "/v1/spaces/{space_id}/reports/trial-balance",
+        "/v1/tokens/{token_id}",
+        "/v1/events",
+    ):
+        assert path in paths, path
