@@ -163,6 +163,26 @@ class _Call:
 _STOP: Final = object()
 
 
+class _Flight:
+    """A decided batch on its way to the database."""
+
+    __slots__ = ("abandoned", "future", "plan", "requests", "snapshot_due", "states")
+
+    def __init__(
+        self,
+        requests: list[_Request],
+        states: dict[UUID, SpaceState],
+        plan: _Plan,
+        snapshot_due: bool,
+    ) -> None:
+        self.requests = requests
+        self.states = states
+        self.plan = plan
+        self.snapshot_due = snapshot_due
+        self.future: concurrent.futures.Future[list[int]] | None = None
+        self.abandoned = False
+
+
 class _Plan:
     """What one attempt at a batch will append."""
 
@@ -197,6 +217,9 @@ class Writer:
         self.snapshot_versions: dict[UUID, int] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._committer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ledger-committer"
+        )
         self._closed = False
         self.batches = 0
         self.commands = 0
@@ -214,6 +237,7 @@ class Writer:
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
+        self._committer.shutdown(wait=True)
 
     # Submission --------------------------------------------------------------------------------
 
@@ -248,37 +272,130 @@ class Writer:
     # The loop ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Two-stage pipeline: while batch N is being committed (on the committer thread, the GIL
+        released while it waits on the database), the writer decides batch N+1 on top of N's
+        effects. Answers are delivered strictly in order, after their own commit. If N fails,
+        N+1 was decided on state that never happened: both are decided again from the store."""
+        flight: _Flight | None = None
         while True:
-            try:
-                first = self._queue.get(timeout=IDLE_SWEEP_SECONDS)
-            except queue.Empty:
+            items, stop = self._take(block=flight is None)
+            if not items and flight is None and not stop:
                 self._guarded(self._sweep_idle)
                 continue
-            if first is _STOP:
-                break
-            items = [first]
-            stop = False
-            while len(items) < self.max_commands_per_append:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                items.append(item)
             requests = [i for i in items if isinstance(i, _Request)]
-            if requests:
-                self._guarded(functools.partial(self._process, requests), requests)
-            for item in items:
-                if isinstance(item, _Call):
+            calls = [i for i in items if isinstance(i, _Call)]
+            if flight is not None and flight.snapshot_due:
+                self._land(flight, None)  # commit before the next batch, so it snapshots
+                flight = None
+            upcoming = self._prepare(requests) if requests else None
+            if flight is not None:
+                self._land(flight, upcoming)
+                if upcoming is not None and upcoming.abandoned:
+                    upcoming = None
+            flight = self._launch(upcoming) if upcoming is not None else None
+            if calls or stop:
+                if flight is not None:
+                    self._land(flight, None)  # reads and stopping see only committed state
+                    flight = None
+                for call in calls:
                     try:
-                        item.future.set_result(item.function())
+                        call.future.set_result(call.function())
                     except BaseException as error:  # the caller gets whatever was raised
-                        item.future.set_exception(error)
+                        call.future.set_exception(error)
             if stop:
                 break
         self._fail_queued()
+
+    def _take(self, *, block: bool) -> tuple[list[Any], bool]:
+        """Everything queued, up to the batch limit; waits for the first item only if `block`."""
+        items: list[Any] = []
+        try:
+            first = (
+                self._queue.get(timeout=IDLE_SWEEP_SECONDS) if block else self._queue.get_nowait()
+            )
+        except queue.Empty:
+            return items, False
+        if first is _STOP:
+            return items, True
+        items.append(first)
+        while len(items) < self.max_commands_per_append:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return items, True
+            items.append(item)
+        return items, False
+
+    def _prepare(self, requests: list[_Request]) -> _Flight | None:
+        """Decide a batch (first attempt) against the cached state; append nothing yet."""
+        try:
+            self.batches += 1
+            self.commands += len(requests)
+            live = [r for r in requests if self._admit(r)]
+            states = self._states_for(live)
+            live = [r for r in live if r.error is None]
+            plan = _Plan(self.clock())
+            self._prefetch_postings(live, states)
+            for state in states.values():
+                self._expire_due(state, plan)
+            for request in live:
+                self._decide(request, states, plan)
+        except Exception as error:
+            self._broken(requests, error)
+            return None
+        snapshot_due = any(
+            state.version - self.snapshot_versions.get(space_id, 0) >= SNAPSHOT_INTERVAL_EVENTS
+            for space_id, state in states.items()
+        )
+        return _Flight(requests, states, plan, snapshot_due)
+
+    def _launch(self, flight: _Flight) -> _Flight:
+        if _has_work(flight.plan.batch):
+            flight.future = self._committer.submit(self.store.append, flight.plan.batch)
+        return flight
+
+    def _land(self, flight: _Flight, upcoming: _Flight | None) -> None:
+        """Wait for a batch's commit and answer its callers; on failure decide it again from
+        the store (and the upcoming batch, decided on top of it, too)."""
+        try:
+            if flight.future is not None:
+                flight.future.result()
+        except (AppendConflict, StoreUnavailable):
+            # StoreUnavailable too: _process retries once more, then answers `unavailable`.
+            self._forget(flight.states)
+            if upcoming is not None:
+                self._forget(upcoming.states)
+                upcoming.abandoned = True
+            self._guarded(functools.partial(self._process, flight.requests), flight.requests)
+            if upcoming is not None:
+                self._guarded(
+                    functools.partial(self._process, upcoming.requests), upcoming.requests
+                )
+            return
+        except Exception as error:
+            self._broken(flight.requests, error)
+            if upcoming is not None:
+                upcoming.abandoned = True
+                self._broken(upcoming.requests, error)
+            return
+        for space_id, state in flight.plan.new_spaces.items():
+            self._cache(space_id, state)
+            self.snapshot_versions[space_id] = 0
+        if upcoming is None:
+            self._snapshot(list(flight.states.values()))
+        self._deliver(flight.requests)
+
+    def _broken(self, requests: list[_Request], error: Exception) -> None:
+        """A bug or an unexpected failure: no caller waits forever, and every loaded space is
+        dropped (they reload from the store)."""
+        logger.error("ledger writer failed a batch", exc_info=error)
+        for request in requests:
+            request.reset()
+            request.error = errors.Unavailable(f"the ledger failed: {error}")
+        self._drop_touched()
+        self._deliver(requests)
 
     def _guarded(self, work: Callable[[], None], requests: list[_Request] | None = None) -> None:
         try:
