@@ -31,6 +31,9 @@ from ledger_core.store import sqlite_path_from_url
 #: group commit holds it for milliseconds; a replay's swap for well under a second).
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
+#: How the projections' PostgreSQL connections name themselves (pg_stat_activity).
+APPLICATION_NAME: Final = "ledger-projections"
+
 _TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -174,7 +177,9 @@ class Database:
         if self.is_postgres:
             import psycopg
 
-            return psycopg.connect(psycopg_url(self.url), autocommit=True)
+            return psycopg.connect(
+                psycopg_url(self.url), autocommit=True, application_name=APPLICATION_NAME
+            )
         connection = sqlite3.connect(
             sqlite_path_from_url(self.url),
             isolation_level=None,
