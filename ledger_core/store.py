@@ -516,17 +516,19 @@ class SQLiteLedgerStore(LedgerStore):
         try:
             with self._append_lock, self.datastore.transaction(commit=True) as cursor:
                 positions: list[int] = []
-                for event in batch.events:
-                    cursor.execute(
+                if batch.events:
+                    cursor.executemany(
                         events_sql,
-                        (
-                            _hex(event.originator_id),  # type: ignore[arg-type]
-                            event.originator_version,
-                            event.topic,
-                            event.state,
-                        ),
+                        [
+                            (e.originator_id.hex, e.originator_version, e.topic, e.state)
+                            for e in batch.events
+                        ],
                     )
-                    positions.append(cursor.lastrowid)
+                    # SQLite has one writer at a time and this table has no AUTOINCREMENT: the
+                    # rows of this transaction took the rowids just below the new maximum.
+                    cursor.execute(f"SELECT max(rowid) FROM {EVENTS_TABLE}")
+                    last = cursor.fetchone()[0]
+                    positions = list(range(last - len(batch.events) + 1, last + 1))
                 for row in batch.command_rows:
                     if row.event_index is not None:
                         row.position = positions[row.event_index]
