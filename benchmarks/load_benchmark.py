@@ -31,6 +31,7 @@ from typing import Any, Final
 from benchmarks import common
 from ledger_core import Ledger
 from ledger_core import commands as cmd
+from ledger_core.limits import SNAPSHOT_INTERVAL_EVENTS
 
 BACKENDS: Final = ("postgresql", "sqlite")
 ACCOUNTS: Final = 1_000
@@ -46,11 +47,15 @@ REFERENCE_NAMES: Final = {
     "postgresql": "pgbench_tpcb_16c_tps",
     "sqlite": "sqlite_single_row_commits_per_second",
 }
+#: The fresh process records this many postings (the first loads the space).
+FRESH_PROCESS_POSTINGS: Final = 2
 #: The fresh process must answer within this (it loads the space and records one posting).
 FIRST_COMMAND_TIMEOUT_SECONDS: Final = 600
 
 
-async def build_space(url: str, accounts: int, postings: int, run_id: str) -> dict[str, Any]:
+async def build_space(
+    url: str, accounts: int, postings: int, run_id: str
+) -> tuple[common.Book, dict[str, Any]]:
     """Open a space with `accounts` accounts and `postings` postings; close the ledger."""
     ledger = Ledger.open(url)
     try:
@@ -68,13 +73,30 @@ async def build_space(url: str, accounts: int, postings: int, run_id: str) -> di
         )
     finally:
         ledger.close()
-    return {
+    return book, {
         "space_id": str(book.space_id),
         "debit_account_id": str(book.account_ids[0]),
         "credit_account_id": str(book.account_ids[1]),
         "build_seconds": seconds,
         "build_postings_per_second": postings / seconds if seconds else float("nan"),
     }
+
+
+async def top_up_to_longest_tail(url: str, book: common.Book, run_id: str) -> int:
+    """Record postings until the stream holds `SNAPSHOT_INTERVAL_EVENTS - 1` events after the
+    space's latest snapshot: the longest replay a load can need. Returns how many it added."""
+    ledger = Ledger.open(url)
+    try:
+        snapshot = ledger.store.latest_snapshot(book.space_id)
+        state = ledger.load_space(book.space_id)
+        assert state is not None
+        tail = state.version - (snapshot.originator_version if snapshot is not None else 0)
+        missing = max(0, SNAPSHOT_INTERVAL_EVENTS - 1 - tail)
+        if missing:
+            await common.preload_postings(ledger, book, missing, run_id=f"{run_id}-tail")
+    finally:
+        ledger.close()
+    return missing
 
 
 def time_loads(url: str, space_id: uuid.UUID, repeats: int) -> dict[str, Any]:
@@ -140,7 +162,7 @@ def first_command(url: str, space_id: str, debit: str, credit: str) -> dict[str,
     opened = time.perf_counter()
     marks = [opened]
     try:
-        for index in range(2):
+        for index in range(FRESH_PROCESS_POSTINGS):
             ledger.execute(
                 cmd.RecordPosting(
                     idempotency_key=f"load-benchmark-{uuid.uuid4().hex}-{index}",
@@ -165,17 +187,21 @@ def measure_reference(backend: str) -> dict[str, Any]:
 
 
 def run_backend(backend: str, arguments: argparse.Namespace) -> dict[str, Any]:
+    """Build the space, then measure loading it as built and with the longest tail of events
+    after its snapshot."""
     run_id = f"load-{uuid.uuid4().hex[:8]}"
     reference = None if arguments.no_reference else measure_reference(backend)
     with common.scratch_database(backend, keep=arguments.keep) as url:
         size = f"{arguments.postings:,} postings over {arguments.accounts:,} accounts"
         _say(f"{backend}: building {size}")
-        built = asyncio.run(build_space(url, arguments.accounts, arguments.postings, run_id))
-        loads = time_loads(url, uuid.UUID(built["space_id"]), arguments.repeats)
-        fresh = first_command_in_fresh_process(url, built)
+        book, built = asyncio.run(build_space(url, arguments.accounts, arguments.postings, run_id))
+        cases = [measure_case("as built", url, built, arguments, arguments.postings)]
+        added = asyncio.run(top_up_to_longest_tail(url, book, run_id))
+        if added:
+            total = arguments.postings + FRESH_PROCESS_POSTINGS + added
+            cases.append(measure_case("longest tail", url, built, arguments, total))
         if arguments.keep:
             _say(f"kept {url}")
-    expected_version = 1 + arguments.accounts + arguments.postings
     reference_rate = reference[REFERENCE_NAMES[backend]] if reference else float("nan")
     return {
         "backend": backend,
@@ -184,20 +210,35 @@ def run_backend(backend: str, arguments: argparse.Namespace) -> dict[str, Any]:
         "reference": reference,
         "build_ratio_to_reference": built["build_postings_per_second"] / reference_rate,
         **built,
-        **loads,
-        "space_version_expected": expected_version,
-        "fresh_process": fresh,
+        "cases": cases,
         "target_load_seconds": TARGET_LOAD_SECONDS,
-        "target_met": loads["load_seconds_median"] < TARGET_LOAD_SECONDS,
+        "target_met": all(c["load_seconds_median"] < TARGET_LOAD_SECONDS for c in cases),
     }
+
+
+def measure_case(
+    name: str, url: str, built: dict[str, Any], arguments: argparse.Namespace, postings: int
+) -> dict[str, Any]:
+    """Time `load_space` in a fresh ledger and the first command in a fresh process."""
+    loads = time_loads(url, uuid.UUID(built["space_id"]), arguments.repeats)
+    case = {
+        "case": name,
+        "postings": postings,
+        **loads,
+        "space_version_expected": 1 + arguments.accounts + postings,
+        "fresh_process": first_command_in_fresh_process(url, built),
+    }
+    _say(f"  {name}: load_space median {loads['load_seconds_median']:.3f} s")
+    return case
 
 
 TABLE_HEADERS: Final = (
     "backend",
+    "case",
     "postings",
     "build/s",
     "load_space median s",
-    "min s",
+    "max s",
     "events after snapshot",
     "snapshot KB",
     "fresh: open s",
@@ -210,19 +251,21 @@ TABLE_HEADERS: Final = (
 def table(results: Sequence[dict[str, Any]]) -> str:
     rows = [
         (
-            r["backend"],
-            r["postings"],
-            r["build_postings_per_second"],
-            r["load_seconds_median"],
-            min(r["load_seconds"]),
-            r["events_after_snapshot"],
-            r["snapshot_bytes"] / 1024,
-            r["fresh_process"]["open_seconds"],
-            r["fresh_process"]["first_command_seconds"],
-            r["fresh_process"]["second_command_seconds"],
-            "met" if r["target_met"] else "MISSED",
+            result["backend"],
+            case["case"],
+            case["postings"],
+            result["build_postings_per_second"],
+            case["load_seconds_median"],
+            max(case["load_seconds"]),
+            case["events_after_snapshot"],
+            case["snapshot_bytes"] / 1024,
+            case["fresh_process"]["open_seconds"],
+            case["fresh_process"]["first_command_seconds"],
+            case["fresh_process"]["second_command_seconds"],
+            "met" if case["load_seconds_median"] < TARGET_LOAD_SECONDS else "MISSED",
         )
-        for r in results
+        for result in results
+        for case in result["cases"]
     ]
     return common.format_table(TABLE_HEADERS, rows)
 
