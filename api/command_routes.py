@@ -9,11 +9,11 @@ is derived from the command type and outcome exactly as the first time.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from litestar import Request, Response, delete, patch, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from api import auth, render, wire
 from api.gate import command_opt, context_of, idempotency_key_of, path_id
@@ -21,6 +21,7 @@ from api.problems import PROBLEM_MEDIA_TYPE
 from api.services import services_of
 from ledger_core import commands as cmd
 from ledger_core import errors
+from ledger_core.limits import MAX_IDEMPOTENCY_KEY_LENGTH
 from ledger_core.records import (
     AccountRecord,
     AssetRecord,
@@ -49,6 +50,17 @@ SUCCESS_STATUS: Final[dict[type[cmd.Command], int]] = {
 }
 
 Req = Request[Any, Any, Any]
+#: The `Idempotency-Key` header, declared so the OpenAPI document shows it (api.gate checks it).
+IdempotencyKey = Annotated[
+    str,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        description="1-255 printable ASCII characters; a retry with the same key and body "
+        "answers the stored result",
+    ),
+]
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
@@ -64,9 +76,9 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-def base(request: Req) -> dict[str, Any]:
+def base(request: Req, key: str) -> dict[str, Any]:
     """The key and the who-and-where every command carries."""
-    return {"idempotency_key": idempotency_key_of(request), "context": context_of(request)}
+    return {"idempotency_key": key, "context": context_of(request)}
 
 
 async def answer(request: Req, command: cmd.Command) -> Response[Any]:
@@ -120,26 +132,28 @@ def _postings_recorded(result: CommandResult) -> int:
 
 
 @post("/v1/spaces", opt=command_opt("admin", wire.OpenSpaceRequest), responses=problems())
-async def open_space(request: Req, data: JSONBody[wire.OpenSpaceRequest]) -> Response[wire.Space]:
+async def open_space(
+    request: Req, key: IdempotencyKey, data: JSONBody[wire.OpenSpaceRequest]
+) -> Response[wire.Space]:
     """Open a space (a tenant's book). Admin."""
-    command = cmd.OpenSpace(name=data.name, base_currency=data.base_currency, **base(request))
+    command = cmd.OpenSpace(name=data.name, base_currency=data.base_currency, **base(request, key))
     return await answer(request, command)
 
 
 @post("/v1/assets", opt=command_opt("admin", wire.RegisterAssetRequest), responses=problems())
 async def register_asset(
-    request: Req, data: JSONBody[wire.RegisterAssetRequest]
+    request: Req, key: IdempotencyKey, data: JSONBody[wire.RegisterAssetRequest]
 ) -> Response[wire.Asset]:
     """Register a non-ISO asset (BTC, a share, hours) with its exponent. Admin."""
     command = cmd.RegisterAsset(
-        code=data.code, exponent=data.exponent, name=data.name, **base(request)
+        code=data.code, exponent=data.exponent, name=data.name, **base(request, key)
     )
     return await answer(request, command)
 
 
 @post("/v1/tokens", opt=command_opt("admin", wire.IssueTokenRequest), responses=problems())
 async def issue_token(
-    request: Req, data: JSONBody[wire.IssueTokenRequest]
+    request: Req, key: IdempotencyKey, data: JSONBody[wire.IssueTokenRequest]
 ) -> Response[wire.IssuedToken]:
     """Issue an API token; the token is in this answer only (replays derive the same one)."""
     token = _token_for(request)
@@ -147,7 +161,7 @@ async def issue_token(
         token_hash=auth.hash_token(token),
         role=data.role,
         spaces=tuple(data.spaces),
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
@@ -192,7 +206,10 @@ ACCOUNT: Final = ACCOUNTS + "/{account_id:str}"
 
 @post(ACCOUNTS, opt=command_opt("space-write", wire.OpenAccountRequest), responses=problems())
 async def open_account(
-    request: Req, space_id: FromPath[str], data: JSONBody[wire.OpenAccountRequest]
+    request: Req,
+    key: IdempotencyKey,
+    space_id: FromPath[str],
+    data: JSONBody[wire.OpenAccountRequest],
 ) -> Response[wire.Account]:
     """Open an account in the space."""
     command = cmd.OpenAccount(
@@ -204,7 +221,7 @@ async def open_account(
         code=data.code,
         overdraft_limit=data.overdraft_limit,
         metadata=data.metadata,
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
@@ -212,6 +229,7 @@ async def open_account(
 @patch(ACCOUNT, opt=command_opt("space-write", wire.UpdateAccountRequest), responses=problems())
 async def update_account(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
     data: JSONBody[wire.UpdateAccountRequest],
@@ -223,7 +241,7 @@ async def update_account(
         name=data.name,
         overdraft_limit=data.overdraft_limit,
         metadata=data.metadata,
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
@@ -231,13 +249,14 @@ async def update_account(
 def _status_change(
     command_type: type[cmd.FreezeAccount | cmd.UnfreezeAccount | cmd.CloseAccount],
     request: Req,
-    data: JSONBody[wire.ReasonRequest],
+    key: str,
+    data: wire.ReasonRequest,
 ) -> cmd.Command:
     return command_type(
         space_id=path_id(request, "space_id"),
         account_id=path_id(request, "account_id"),
         reason=data.reason,
-        **base(request),
+        **base(request, key),
     )
 
 
@@ -247,34 +266,37 @@ REASON: Final = command_opt("space-write", wire.ReasonRequest)
 @post(ACCOUNT + "/freeze", opt=REASON, status_code=200, responses=problems())
 async def freeze_account(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
     data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Account]:
     """Freeze an account: it accepts no new postings until unfrozen."""
-    return await answer(request, _status_change(cmd.FreezeAccount, request, data))
+    return await answer(request, _status_change(cmd.FreezeAccount, request, key, data))
 
 
 @post(ACCOUNT + "/unfreeze", opt=REASON, status_code=200, responses=problems())
 async def unfreeze_account(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
     data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Account]:
     """Unfreeze a frozen account."""
-    return await answer(request, _status_change(cmd.UnfreezeAccount, request, data))
+    return await answer(request, _status_change(cmd.UnfreezeAccount, request, key, data))
 
 
 @post(ACCOUNT + "/close", opt=REASON, status_code=200, responses=problems())
 async def close_account(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
     data: JSONBody[wire.ReasonRequest],
 ) -> Response[wire.Account]:
     """Close an account (at a zero balance with no open holds), for good."""
-    return await answer(request, _status_change(cmd.CloseAccount, request, data))
+    return await answer(request, _status_change(cmd.CloseAccount, request, key, data))
 
 
 # Postings -----------------------------------------------------------------------------------
@@ -306,24 +328,24 @@ def posting_spec(data: JSONBody[wire.PostingRequest]) -> cmd.PostingSpec:
 
 @post(POSTINGS, opt=command_opt("space-write", wire.PostingRequest), responses=problems())
 async def record_posting(
-    request: Req, space_id: FromPath[str], data: JSONBody[wire.PostingRequest]
+    request: Req, key: IdempotencyKey, space_id: FromPath[str], data: JSONBody[wire.PostingRequest]
 ) -> Response[wire.Posting]:
     """Record a posting (or a hold, with `pending: true`)."""
     command = cmd.RecordPosting(
-        space_id=path_id(request, "space_id"), posting=posting_spec(data), **base(request)
+        space_id=path_id(request, "space_id"), posting=posting_spec(data), **base(request, key)
     )
     return await answer(request, command)
 
 
 @post(POSTINGS + "/batch", opt=command_opt("space-write", wire.BatchRequest), responses=problems())
 async def record_batch(
-    request: Req, space_id: FromPath[str], data: JSONBody[wire.BatchRequest]
+    request: Req, key: IdempotencyKey, space_id: FromPath[str], data: JSONBody[wire.BatchRequest]
 ) -> Response[wire.Batch]:
     """Record 1-1000 postings, all or none."""
     command = cmd.RecordBatch(
         space_id=path_id(request, "space_id"),
         postings=tuple(posting_spec(item) for item in data.postings),
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
@@ -336,6 +358,7 @@ async def record_batch(
 )
 async def post_pending(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     posting_id: FromPath[str],
     data: JSONBody[wire.CaptureRequest],
@@ -345,7 +368,7 @@ async def post_pending(
         space_id=path_id(request, "space_id"),
         posting_id=path_id(request, "posting_id"),
         amount=data.amount,
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
@@ -358,6 +381,7 @@ async def post_pending(
 )
 async def void_pending(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     posting_id: FromPath[str],
     data: JSONBody[wire.ReasonRequest],
@@ -367,7 +391,7 @@ async def void_pending(
         space_id=path_id(request, "space_id"),
         posting_id=path_id(request, "posting_id"),
         reason=data.reason,
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
@@ -377,6 +401,7 @@ async def void_pending(
 )
 async def reverse_posting(
     request: Req,
+    key: IdempotencyKey,
     space_id: FromPath[str],
     posting_id: FromPath[str],
     data: JSONBody[wire.ReverseRequest],
@@ -387,7 +412,7 @@ async def reverse_posting(
         posting_id=path_id(request, "posting_id"),
         description=data.description,
         effective_date=data.effective_date,
-        **base(request),
+        **base(request, key),
     )
     return await answer(request, command)
 
