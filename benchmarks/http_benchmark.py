@@ -1,0 +1,273 @@
+"""The HTTP benchmark of issue 4: `ledger serve` on PostgreSQL under wrk, a real load generator
+in its own process.
+
+    python -m benchmarks.http_benchmark [--seconds N] [--server granian|uvicorn|both]
+                                        [--pgbench-seconds N]
+
+For each server it creates a scratch PostgreSQL database, starts `ledger serve` as a subprocess
+(migrations, projections in-process, as a user runs it), opens a space with `ACCOUNTS` asset
+accounts without overdraft limits (nothing declines), then runs wrk with
+benchmarks/http_benchmark.lua (each request its own Idempotency-Key) for three cells:
+
+- `posting`: single two-entry postings, POST .../postings, at 64 connections;
+- `batch`: batches of 100 postings, POST .../postings/batch, at 8 connections;
+- `account`: GET .../accounts/{id} at 64 connections (after the projections caught up).
+
+It prints requests/s, postings/s, p50/p99 latency and non-2xx answers, and the pgbench
+reference measured in the same run (`../shared/tools/pgbench-reference`) with each cell's ratio,
+against the targets: single postings >= 1.5x pgbench, batches >= 5x, GET account p99 < 20 ms.
+Figures go to benchmarks/results/http.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from benchmarks import common
+
+LUA_SCRIPT: Final = Path(__file__).resolve().parent / "http_benchmark.lua"
+SERVERS: Final = ("granian", "uvicorn")
+ACCOUNTS: Final = 200
+BATCH_SIZE: Final = 100
+SINGLE_CONNECTIONS: Final = 64
+BATCH_CONNECTIONS: Final = 8
+READ_CONNECTIONS: Final = 64
+WRK_THREADS: Final = 1
+MEASURE_SECONDS: Final = 10
+PGBENCH_SECONDS: Final = 10
+STARTUP_TIMEOUT_SECONDS: Final = 60.0
+CATCH_UP_TIMEOUT_SECONDS: Final = 120.0
+#: Targets of issue 4.
+SINGLE_POSTING_TARGET_RATIO: Final = 1.5
+BATCH_TARGET_RATIO: Final = 5.0
+READ_P99_TARGET_MS: Final = 20.0
+
+
+@dataclass
+class Cell:
+    server: str
+    scenario: str
+    connections: int
+    seconds: float
+    requests: int
+    requests_per_second: float
+    postings_per_second: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    latency_ms_max: float
+    non_2xx: int
+    socket_errors: int
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_server(server: str, database_url: str, token: str) -> Iterator[str]:
+    """`ledger serve` as a subprocess; yields its base URL."""
+    port = free_port()
+    environment = dict(os.environ, LEDGER_DATABASE_URL=database_url, LEDGER_ADMIN_TOKEN=token)
+    command = [sys.executable, "-c", "from api.cli import main; main()", "serve",
+               "--port", str(port), "--server", server]  # fmt: skip
+    log = open(Path(os.devnull), "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base_url, process)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ledger serve exited with {process.returncode}")
+        try:
+            if httpx.get(base_url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("ledger serve did not answer /health in time")
+
+
+def seed(base_url: str, token: str) -> tuple[str, list[str]]:
+    """A space with ACCOUNTS asset accounts (no overdraft limit)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        space = http.post(
+            "/v1/spaces",
+            json={"name": "HTTP benchmark", "base_currency": "USD"},
+            headers={"Idempotency-Key": "bench-space"},
+        ).json()["id"]
+        accounts = []
+        for number in range(ACCOUNTS):
+            response = http.post(
+                f"/v1/spaces/{space}/accounts",
+                json={"name": f"Account {number}", "type": "asset", "currency": "USD"},
+                headers={"Idempotency-Key": f"bench-account-{number}"},
+            )
+            accounts.append(response.json()["id"])
+    return space, accounts
+
+
+def wait_for_projections(base_url: str) -> None:
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        ready = httpx.get(base_url + "/ready", timeout=5).json()
+        if ready.get("projection_lag") == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the projections did not catch up in time")
+
+
+def run_wrk(base_url: str, mode: str, connections: int, seconds: int, env: dict[str, str]) -> Any:
+    environment = dict(os.environ, LEDGER_BENCH_MODE=mode, **env)
+    command = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
+               "-s", str(LUA_SCRIPT), base_url]  # fmt: skip
+    completed = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=seconds + 120
+    )
+    for line in reversed(completed.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"wrk printed no summary: {completed.stdout} {completed.stderr}")
+
+
+def cell_of(server: str, scenario: str, connections: int, figures: dict[str, Any]) -> Cell:
+    seconds = figures["duration_us"] / 1e6
+    requests_per_second = figures["requests"] / seconds
+    per_request = {"posting": 1, "batch": BATCH_SIZE, "account": 0}[scenario]
+    return Cell(
+        server=server,
+        scenario=scenario,
+        connections=connections,
+        seconds=seconds,
+        requests=figures["requests"],
+        requests_per_second=requests_per_second,
+        postings_per_second=requests_per_second * per_request,
+        latency_ms_p50=figures["latency_us_p50"] / 1000,
+        latency_ms_p99=figures["latency_us_p99"] / 1000,
+        latency_ms_max=figures["latency_us_max"] / 1000,
+        non_2xx=figures["non_2xx"],
+        socket_errors=figures["socket_errors"],
+    )
+
+
+def measure_server(server: str, seconds: int) -> list[Cell]:
+    token = secrets.token_urlsafe(32)
+    with (
+        common.scratch_postgres_database(prefix="ledger_http_bench") as url,
+        running_server(server, url, token) as base_url,
+    ):
+        space, accounts = seed(base_url, token)
+        env = {
+            "LEDGER_BENCH_SPACE": space,
+            "LEDGER_BENCH_ACCOUNTS": ",".join(accounts),
+            "LEDGER_BENCH_TOKEN": token,
+            "LEDGER_BENCH_RUN": uuid.uuid4().hex[:8],
+            "LEDGER_BENCH_BATCH": str(BATCH_SIZE),
+        }
+        cells = []
+        for scenario, connections in (("posting", SINGLE_CONNECTIONS),
+                                      ("batch", BATCH_CONNECTIONS)):  # fmt: skip
+            figures = run_wrk(base_url, scenario, connections, seconds, env)
+            cells.append(cell_of(server, scenario, connections, figures))
+        wait_for_projections(base_url)
+        figures = run_wrk(base_url, "account", READ_CONNECTIONS, seconds, env)
+        cells.append(cell_of(server, "account", READ_CONNECTIONS, figures))
+    return cells
+
+
+def judge(cells: list[Cell], reference_tps: float) -> None:
+    for cell in cells:
+        if cell.scenario == "posting":
+            cell.ratio = cell.postings_per_second / reference_tps
+            cell.target = f">= {SINGLE_POSTING_TARGET_RATIO}x pgbench"
+            cell.met = cell.ratio >= SINGLE_POSTING_TARGET_RATIO
+        elif cell.scenario == "batch":
+            cell.ratio = cell.postings_per_second / reference_tps
+            cell.target = f">= {BATCH_TARGET_RATIO}x pgbench"
+            cell.met = cell.ratio >= BATCH_TARGET_RATIO
+        else:
+            cell.target = f"p99 < {READ_P99_TARGET_MS:g} ms"
+            cell.met = cell.latency_ms_p99 < READ_P99_TARGET_MS
+        cell.met = cell.met and cell.non_2xx == 0 and cell.socket_errors == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=MEASURE_SECONDS)
+    parser.add_argument("--server", choices=[*SERVERS, "both"], default="both")
+    parser.add_argument("--pgbench-seconds", type=int, default=PGBENCH_SECONDS)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    servers = SERVERS if args.server == "both" else (args.server,)
+    cells = [cell for server in servers for cell in measure_server(server, args.seconds)]
+    reference = common.run_pgbench_reference(args.pgbench_seconds)
+    reference_tps = float(reference["pgbench_tpcb_16c_tps"])
+    judge(cells, reference_tps)
+    print(table(cells))
+    print(f"pgbench TPC-B 16 clients, same run: {reference_tps:,.0f} tps")
+    path = common.write_results(
+        "http",
+        {
+            "benchmark": "http",
+            "measured_at": common.utc_timestamp(),
+            "cells": [asdict(cell) for cell in cells],
+            "reference": reference,
+            "machine": common.machine_info(with_postgres=True),
+            "load_generator": f"wrk -t{WRK_THREADS}, {LUA_SCRIPT.name}",
+        },
+    )
+    print(f"written to {path}")
+    return 0
+
+
+def table(cells: list[Cell]) -> str:
+    headers = ["server", "cell", "conns", "req/s", "postings/s", "p50 ms", "p99 ms", "non-2xx",
+               "x pgbench", "target", "met"]  # fmt: skip
+    rows = [
+        [c.server, c.scenario, c.connections, c.requests_per_second, c.postings_per_second,
+         c.latency_ms_p50, c.latency_ms_p99, c.non_2xx,
+         float("nan") if c.ratio is None else c.ratio, c.target, "yes" if c.met else "NO"]
+        for c in cells
+    ]  # fmt: skip
+    return common.format_table(headers, rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
