@@ -153,6 +153,9 @@ class LedgerStore:
 # PostgreSQL ---------------------------------------------------------------------------------------
 
 
+#: Advisory lock key held while creating the tables (any fixed 64-bit number).
+_CREATE_TABLES_LOCK_ID = 0x1ED6E5
+
 _PG_COMMANDS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {COMMANDS_TABLE} (
     scope_id uuid NOT NULL,
@@ -290,10 +293,19 @@ class PostgresLedgerStore(LedgerStore):
         self._notify_sql = f"NOTIFY {self.channel_name}"
 
     def create_tables(self) -> None:
-        self.events.create_table()
-        self.snapshots.create_table()
-        with self.datastore.transaction(commit=True) as cursor:
-            cursor.execute(_PG_COMMANDS_DDL)
+        # Processes often start together (API workers, `ledger project`, tests): PostgreSQL
+        # refuses concurrent CREATE OR REPLACE FUNCTION ("tuple concurrently updated"), so table
+        # creation is serialised by a session advisory lock (on a connection of its own, so a
+        # pool of one connection cannot deadlock).
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK_ID,))
+            try:
+                self.events.create_table()
+                self.snapshots.create_table()
+                with self.datastore.transaction(commit=True) as cursor:
+                    cursor.execute(_PG_COMMANDS_DDL)
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK_ID,))
 
     def _writer_connection(self) -> psycopg.Connection[Any]:
         """The append connection: one per store, used only by the writer thread, so no pool

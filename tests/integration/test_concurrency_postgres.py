@@ -326,3 +326,28 @@ def check_totals_match_what_writers_were_told(
             record.balances.posted if record.normal_balance == "debit" else -record.balances.posted
         )
         assert signed == told_totals[str(account)], account
+
+
+def test_many_stores_creating_the_tables_at_once(postgres_url: str) -> None:
+    """Regression: concurrent first opens failed with duplicate types or "tuple concurrently
+    updated" (CREATE OR REPLACE FUNCTION); table creation is now serialised."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from ledger_core.store import open_store
+
+    openers = 8
+    stores = [open_store(postgres_url, create_tables=False) for _ in range(openers)]
+    barrier = Barrier(openers)
+
+    def create(store: Any) -> None:
+        barrier.wait(timeout=30)
+        store.create_tables()
+
+    try:
+        with ThreadPoolExecutor(openers) as pool:
+            list(pool.map(create, stores))
+        assert stores[0].max_position() == 0
+    finally:
+        for store in stores:
+            store.close()
