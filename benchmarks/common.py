@@ -25,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -348,6 +349,22 @@ async def preload_postings(
 
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     return time.perf_counter() - started
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each live thread of this process, by thread
+    name, from /proc (Linux; empty elsewhere). Clock-tick resolution (usually 10 ms)."""
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    seconds: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        user_ticks, system_ticks = int(fields[11]), int(fields[12])
+        seconds[thread.name] = (user_ticks + system_ticks) / ticks_per_second
+    return seconds
 
 
 # Results ----------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ A cell warms up (default 1 s), then counts the postings answered inside a fixed 
 in the window, and the process CPU time per posting. The same run measures the reference of
 DESIGN.md before and after the cells (pgbench TPC-B 16 clients; SQLite's raw single-row commit
 rate) and reports each cell's ratio to the mean of the two samples. `--profile` adds one uniform
-cell at the largest submitter count (PostgreSQL if it runs) under cProfile, on the writer thread
-and on the event loop thread, and writes `benchmarks/results/write_profile.txt`.
+cell at the largest submitter count (PostgreSQL if it runs) under cProfile, in every thread of a
+freshly opened ledger and in the event loop thread, and writes
+`benchmarks/results/write_profile.txt`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pstats
 import random
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -106,8 +108,7 @@ class CellResult:
     writer_commands: int
     commands_per_batch: float
     cpu_us_per_posting: float
-    writer_cpu_us_per_posting: float
-    loop_cpu_us_per_posting: float
+    cpu_us_per_posting_by_thread: dict[str, float]
     profiled: bool = False
     reference_name: str = ""
     reference_per_second: float = float("nan")
@@ -164,6 +165,7 @@ class _Window:
     start: float
     end: float
     counters: dict[str, float] = field(default_factory=dict)
+    thread_cpu: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 async def run_cell(
@@ -211,17 +213,14 @@ async def run_cell(
 
 
 async def _sample_counters(ledger: Ledger, window: _Window) -> None:
-    """Read the writer's counters and the process CPU time at both ends of the window."""
+    """Read the writer's counters and the CPU time of the process and of each of its threads
+    at both ends of the window."""
     for edge, moment in (("start", window.start), ("end", window.end)):
         await asyncio.sleep(max(0.0, moment - time.perf_counter()))
         window.counters[f"batches_{edge}"] = ledger.writer.batches
         window.counters[f"commands_{edge}"] = ledger.writer.commands
         window.counters[f"cpu_{edge}"] = time.process_time()
-        window.counters[f"loop_cpu_{edge}"] = time.thread_time()
-        # The writer thread's own CPU time, read on that thread between two batches.
-        window.counters[f"writer_cpu_{edge}"] = await asyncio.to_thread(
-            ledger.writer.call, time.thread_time
-        )
+        window.thread_cpu[edge] = common.thread_cpu_seconds()
 
 
 def _cell_result(
@@ -239,9 +238,13 @@ def _cell_result(
     commands = int(counters["commands_end"] - counters["commands_start"])
     postings = len(latencies)
 
-    def per_posting_us(name: str) -> float:
-        spent = counters[f"{name}_end"] - counters[f"{name}_start"]
-        return spent / postings * 1e6 if postings else float("nan")
+    def per_posting_us(spent_seconds: float) -> float:
+        return spent_seconds / postings * 1e6 if postings else float("nan")
+
+    start, end = window.thread_cpu["start"], window.thread_cpu["end"]
+    by_thread = {
+        name: per_posting_us(end[name] - start[name]) for name in sorted(end) if name in start
+    }
 
     return CellResult(
         backend=backend,
@@ -257,9 +260,8 @@ def _cell_result(
         writer_batches=batches,
         writer_commands=commands,
         commands_per_batch=commands / batches if batches else float("nan"),
-        cpu_us_per_posting=per_posting_us("cpu"),
-        writer_cpu_us_per_posting=per_posting_us("writer_cpu"),
-        loop_cpu_us_per_posting=per_posting_us("loop_cpu"),
+        cpu_us_per_posting=per_posting_us(counters["cpu_end"] - counters["cpu_start"]),
+        cpu_us_per_posting_by_thread=by_thread,
     )
 
 
@@ -267,15 +269,28 @@ def _cell_result(
 
 
 async def run_profiled_cell(
-    ledger: Ledger, book: common.Book, config: Config, backend: str, run_id: str
+    url: str, book: common.Book, config: Config, backend: str, run_id: str
 ) -> tuple[CellResult, str]:
-    """The uniform cell at the largest submitter count under cProfile, on the writer thread
-    (enabled there through `Writer.call`) and on this event loop's thread."""
-    writer_profile, loop_profile = cProfile.Profile(), cProfile.Profile()
+    """The uniform cell at the largest submitter count under cProfile, in every thread: a
+    fresh `Ledger` is opened on the same database with a thread hook that starts one cProfile
+    per thread created during the cell (writer, committer, pool threads: whatever the core
+    runs), and this
+    event loop's thread gets its own. The fresh ledger loads the space during the warm-up."""
+    thread_profiles: dict[str, cProfile.Profile] = {}
+
+    def profile_new_thread(*_: object) -> None:
+        profile = cProfile.Profile()
+        thread_profiles[threading.current_thread().name] = profile
+        profile.enable()  # replaces this hook on the thread
+
+    # Installed for the whole cell: some threads start lazily (a thread pool's first task).
+    threading.setprofile(profile_new_thread)
+    loop_profile = cProfile.Profile()
     submitters = max(config.submitter_counts)
-    ledger.writer.call(writer_profile.enable)
-    loop_profile.enable()
+    ledger = None
     try:
+        ledger = Ledger.open(url)
+        loop_profile.enable()
         cell = await run_cell(
             ledger,
             book,
@@ -288,14 +303,19 @@ async def run_profiled_cell(
         )
     finally:
         loop_profile.disable()
-        ledger.writer.call(writer_profile.disable)
+        if ledger is not None:
+            ledger.close()  # the profiled threads end: their profiles are complete
+        threading.setprofile(None)
     cell.profiled = True
     title = f"{backend}, uniform, {submitters} submitters, {cell.postings_per_second:,.0f}/s"
+    listings = [_profile_listing(f"thread {name}", p) for name, p in thread_profiles.items()]
     report = "\n".join(
         [
-            f"# Profile of the write benchmark cell: {title} (slowed by cProfile)",
-            _profile_listing("writer thread", writer_profile),
-            _profile_listing("event loop thread (submitters)", loop_profile),
+            f"# Profile of the write benchmark cell: {title}",
+            "# (slowed by cProfile; the warm-up, which loads the space, is included)",
+            f"# CPU us/posting by thread: {_by_thread(cell.cpu_us_per_posting_by_thread)}",
+            *listings,
+            _profile_listing("thread MainThread (event loop, submitters)", loop_profile),
         ]
     )
     return cell, report
@@ -352,13 +372,13 @@ async def run_backend(
                     f"p50 {cell.latency_ms_p50:.1f} ms, p99 {cell.latency_ms_p99:.1f} ms"
                 )
                 run.cells.append(cell)
-        profile_report = None
-        if config.profile and backend == _profiled_backend(config):
-            cell, profile_report = await run_profiled_cell(ledger, book, config, backend, run_id)
-            run.cells.append(cell)
-        return run, profile_report
+        if not (config.profile and backend == _profiled_backend(config)):
+            return run, None
     finally:
         ledger.close()
+    cell, profile_report = await run_profiled_cell(url, book, config, backend, run_id)
+    run.cells.append(cell)
+    return run, profile_report
 
 
 def _profiled_backend(config: Config) -> str:
@@ -403,8 +423,7 @@ TABLE_HEADERS: Final = (
     "batches",
     "cmds/batch",
     "CPU us/posting",
-    "writer",
-    "loop",
+    "by thread",
     "reference/s",
     "ratio",
 )
@@ -423,8 +442,7 @@ def table(runs: Sequence[BackendRun]) -> str:
             cell.writer_batches,
             cell.commands_per_batch,
             cell.cpu_us_per_posting,
-            cell.writer_cpu_us_per_posting,
-            cell.loop_cpu_us_per_posting,
+            _by_thread(cell.cpu_us_per_posting_by_thread),
             cell.reference_per_second,
             cell.ratio,
         )
@@ -432,6 +450,12 @@ def table(runs: Sequence[BackendRun]) -> str:
         for cell in run.cells
     ]
     return common.format_table(TABLE_HEADERS, rows)
+
+
+def _by_thread(cpu_us: dict[str, float]) -> str:
+    """`name us` of each thread that used any CPU in the window, busiest first."""
+    busy = sorted(((us, name) for name, us in cpu_us.items() if us > 0), reverse=True)
+    return ", ".join(f"{name} {us:.0f}" for us, name in busy)
 
 
 def targets(runs: Sequence[BackendRun]) -> list[dict[str, Any]]:
