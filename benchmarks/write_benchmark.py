@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import random
 import statistics
@@ -123,6 +124,8 @@ class BackendRun:
     preload_seconds: float
     cells: list[CellResult] = field(default_factory=list)
     reference_samples: list[dict[str, Any]] = field(default_factory=list)
+    #: The machine's 1-minute load average before and after (it is shared: say how busy it was).
+    load_average_1m: list[float] = field(default_factory=list)
 
 
 # Postings -----------------------------------------------------------------------------------------
@@ -387,12 +390,14 @@ def _profiled_backend(config: Config) -> str:
 
 def run_with_references(backend: str, config: Config, run_id: str) -> tuple[BackendRun, str | None]:
     """Reference, cells on a scratch database, reference again (when two samples are asked)."""
+    load_before = os.getloadavg()[0]
     samples = [_reference_sample(backend, config)]
     with common.scratch_database(backend) as url:
         run, profile_report = asyncio.run(run_backend(backend, url, config, run_id))
     if config.reference_samples > 1:
         samples.append(_reference_sample(backend, config))
     run.reference_samples = samples
+    run.load_average_1m = [load_before, os.getloadavg()[0]]
     reference = statistics.fmean(s[REFERENCE_NAMES[backend]] for s in samples)
     for cell in run.cells:
         cell.reference_name = REFERENCE_NAMES[backend]
@@ -526,6 +531,7 @@ def results_payload(
             run.backend: {"postings": run.preload_postings, "seconds": run.preload_seconds}
             for run in runs
         },
+        "load_average_1m_before_after": {run.backend: run.load_average_1m for run in runs},
         "cells": [asdict(cell) for run in runs for cell in run.cells],
         "targets": targets(runs),
     }
@@ -610,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table(runs))
     print()
     print(targets_text(payload["targets"]))
+    for run in runs:
+        before, after = run.load_average_1m
+        print(f"{run.backend}: load average (1 min) {before:.1f} before, {after:.1f} after")
     print(f"\nresults: {path}" + (f"\nprofile: {payload['profile']}" if profile_report else ""))
     return payload
 

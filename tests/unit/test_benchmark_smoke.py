@@ -57,6 +57,7 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
         assert cell["reference_per_second"] == reference
         assert cell["ratio"] == pytest.approx(cell["postings_per_second"] / reference)
     assert payload["preload"]["sqlite"]["postings"] == 1000
+    assert len(payload["load_average_1m_before_after"]["sqlite"]) == 2
     assert "ledger_core/writer.py" in (tmp_path / "smoke_profile.txt").read_text()
 
 
