@@ -14,6 +14,7 @@ the handler's `data` argument is that struct, decoded once, strictly.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
 
@@ -38,9 +39,19 @@ PATH_IDS: Final[dict[str, type[errors.LedgerError]]] = {
 #: Longest User-Agent recorded in events.
 MAX_USER_AGENT_LENGTH: Final = 256
 
-_PRINCIPAL: Final = "ledger_principal"
-_IDS: Final = "ledger_path_ids"
-_KEY: Final = "ledger_idempotency_key"
+#: Where the gate leaves what it found, in the ASGI scope's state (read without building a
+#: Litestar `State` per access).
+_ADMITTED: Final = "ledger_admitted"
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What the gate established about a request: who, the parsed path ids, the key."""
+
+    principal: auth.Principal
+    ids: dict[str, UUID]
+    key: str | None = None
+    user_agent: str | None = None
 
 
 def command_opt(access: auth.Access, body: type[wire.RequestBody] | None) -> dict[str, Any]:
@@ -58,18 +69,19 @@ async def gate(request: Request[Any, Any, Any]) -> None:
     if access is None:
         return
     services = services_of(request)
+    headers = request.headers
     principal = auth.authenticate(
-        request.headers.get("authorization"), services.ledger, services.admin_token_hash
+        headers.get("authorization"), services.ledger, services.admin_token_hash
     )
     params = request.path_params
     space_id = parse_id(params["space_id"], errors.SpaceNotFound) if "space_id" in params else None
     auth.authorise(principal, access, space_id)
     ids = {name: parse_id(params[name], cls) for name, cls in PATH_IDS.items() if name in params}
-    request.state[_PRINCIPAL] = principal
-    request.state[_IDS] = ids
+    admitted = Admitted(principal, ids, user_agent=headers.get("user-agent"))
+    request.scope.setdefault("state", {})[_ADMITTED] = admitted
     if opt.get("command"):
-        key = rules.check_idempotency_key(request.headers.get("idempotency-key"))
-        request.state[_KEY] = key
+        key = rules.check_idempotency_key(headers.get("idempotency-key"))
+        admitted.key = key
         body_type: type[wire.RequestBody] | None = opt.get("body")
         if body_type is not None:
             await _decode_body(request, services, body_type, space_id, key)
@@ -116,26 +128,37 @@ def request_fingerprint(request: Request[Any, Any, Any], raw: bytes) -> bytes:
     return digest.digest()
 
 
+def admitted_of(request: Request[Any, Any, Any]) -> Admitted | None:
+    admitted: Admitted | None = request.scope.get("state", {}).get(_ADMITTED)
+    return admitted
+
+
+def _admitted(request: Request[Any, Any, Any]) -> Admitted:
+    admitted = admitted_of(request)
+    assert admitted is not None, "a /v1 route always passes the gate first"
+    return admitted
+
+
 def principal_of(request: Request[Any, Any, Any]) -> auth.Principal:
-    principal: auth.Principal = request.state[_PRINCIPAL]
-    return principal
+    return _admitted(request).principal
 
 
 def path_id(request: Request[Any, Any, Any], name: str) -> UUID:
-    ids: dict[str, UUID] = request.state[_IDS]
-    return ids[name]
+    return _admitted(request).ids[name]
 
 
 def idempotency_key_of(request: Request[Any, Any, Any]) -> str:
-    key: str = request.state[_KEY]
+    key = _admitted(request).key
+    assert key is not None, "only command routes have a key"
     return key
 
 
 def context_of(request: Request[Any, Any, Any]) -> CommandContext:
     """Who and where, recorded in the command's events."""
-    principal: auth.Principal | None = request.state.get(_PRINCIPAL)
+    admitted = admitted_of(request)
+    principal = admitted.principal if admitted else None
     client = request.client
-    user_agent = request.headers.get("user-agent")
+    user_agent = admitted.user_agent if admitted else request.headers.get("user-agent")
     return CommandContext(
         token_id=principal.token_id if principal else None,
         request_id=request_id_of(request.scope),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +45,9 @@ class Metrics:
             "ledger_postings_declined", "Postings declined, by reason.", ("reason",),
             registry=self.registry,
         )  # fmt: skip
+        #: Label children by (method, route, status): `labels()` validates and locks on every
+        #: call, a cost worth saving on every request. Bounded: routes and statuses are finite.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.projection_lag = Gauge(
             "ledger_projection_lag_events",
             "Events in the log the projections have not applied yet (-1: projections not run).",
@@ -53,6 +56,19 @@ class Metrics:
 
     def watch_projection_lag(self, lag: Callable[[], int | None]) -> None:
         self.projection_lag.set_function(lambda: float(_or_minus_one(lag())))
+
+    def _children_for(self, scope: Scope, status: int) -> tuple[Any, Any]:
+        route = scope.get("path_template") or "unmatched"
+        method = str(scope.get("method", ""))
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = children
+        return children
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -76,10 +92,9 @@ class Metrics:
             try:
                 await app(scope, receive, send_status)
             finally:
-                route = scope.get("path_template") or "unmatched"
-                method = str(scope.get("method", ""))
-                self.requests.labels(method, route, str(status)).inc()
-                self.latency.labels(method, route).observe(time.perf_counter() - started)
+                count, latency = self._children_for(scope, status)
+                count.inc()
+                latency.observe(time.perf_counter() - started)
 
         return timed
 

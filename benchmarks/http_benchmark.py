@@ -2,10 +2,13 @@
 in its own process.
 
     python -m benchmarks.http_benchmark [--seconds N] [--server granian|uvicorn|both]
+                                        [--projections separate|in-process|both]
                                         [--pgbench-seconds N]
 
 For each server it creates a scratch PostgreSQL database, starts `ledger serve` as a subprocess
-(migrations, projections in-process, as a user runs it), opens a space with `ACCOUNTS` asset
+(migrations applied) with the projections either as their own `ledger project` process (how
+DESIGN.md runs them on PostgreSQL: `ledger serve --no-projections`) or in the API's process (the
+embedded default), opens a space with `ACCOUNTS` asset
 accounts without overdraft limits (nothing declines), then runs wrk with
 benchmarks/http_benchmark.lua (each request its own Idempotency-Key) for three cells:
 
@@ -43,6 +46,7 @@ from benchmarks import common
 
 LUA_SCRIPT: Final = Path(__file__).resolve().parent / "http_benchmark.lua"
 SERVERS: Final = ("granian", "uvicorn")
+PROJECTION_MODES: Final = ("separate", "in-process")
 ACCOUNTS: Final = 200
 BATCH_SIZE: Final = 100
 SINGLE_CONNECTIONS: Final = 64
@@ -62,6 +66,7 @@ READ_P99_TARGET_MS: Final = 20.0
 @dataclass
 class Cell:
     server: str
+    projections: str
     scenario: str
     connections: int
     seconds: float
@@ -85,27 +90,39 @@ def free_port() -> int:
         return port
 
 
+LEDGER: Final = [sys.executable, "-c", "from api.cli import main; main()"]
+
+
 @contextmanager
-def running_server(server: str, database_url: str, token: str) -> Iterator[str]:
-    """`ledger serve` as a subprocess; yields its base URL."""
+def running_server(server: str, projections: str, database_url: str, token: str) -> Iterator[str]:
+    """`ledger serve` (and `ledger project` when the projections run separately) as
+    subprocesses; yields the API's base URL."""
     port = free_port()
     environment = dict(os.environ, LEDGER_DATABASE_URL=database_url, LEDGER_ADMIN_TOKEN=token)
-    command = [sys.executable, "-c", "from api.cli import main; main()", "serve",
-               "--port", str(port), "--server", server]  # fmt: skip
-    log = open(Path(os.devnull), "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    serve = [*LEDGER, "serve", "--port", str(port), "--server", server]
+    if projections == "separate":
+        serve.append("--no-projections")
+    processes = [subprocess.Popen(serve, env=environment, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)]  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(base_url, process)
+        wait_until_healthy(base_url, processes[0])
+        if projections == "separate":
+            processes.append(subprocess.Popen([*LEDGER, "project"], env=environment,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        for process in processes:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
@@ -165,12 +182,15 @@ def run_wrk(base_url: str, mode: str, connections: int, seconds: int, env: dict[
     raise RuntimeError(f"wrk printed no summary: {completed.stdout} {completed.stderr}")
 
 
-def cell_of(server: str, scenario: str, connections: int, figures: dict[str, Any]) -> Cell:
+def cell_of(
+    server: str, projections: str, scenario: str, connections: int, figures: dict[str, Any]
+) -> Cell:
     seconds = figures["duration_us"] / 1e6
     requests_per_second = figures["requests"] / seconds
     per_request = {"posting": 1, "batch": BATCH_SIZE, "account": 0}[scenario]
     return Cell(
         server=server,
+        projections=projections,
         scenario=scenario,
         connections=connections,
         seconds=seconds,
@@ -185,11 +205,11 @@ def cell_of(server: str, scenario: str, connections: int, figures: dict[str, Any
     )
 
 
-def measure_server(server: str, seconds: int) -> list[Cell]:
+def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
     token = secrets.token_urlsafe(32)
     with (
         common.scratch_postgres_database(prefix="ledger_http_bench") as url,
-        running_server(server, url, token) as base_url,
+        running_server(server, projections, url, token) as base_url,
     ):
         space, accounts = seed(base_url, token)
         env = {
@@ -203,10 +223,10 @@ def measure_server(server: str, seconds: int) -> list[Cell]:
         for scenario, connections in (("posting", SINGLE_CONNECTIONS),
                                       ("batch", BATCH_CONNECTIONS)):  # fmt: skip
             figures = run_wrk(base_url, scenario, connections, seconds, env)
-            cells.append(cell_of(server, scenario, connections, figures))
+            cells.append(cell_of(server, projections, scenario, connections, figures))
         wait_for_projections(base_url)
         figures = run_wrk(base_url, "account", READ_CONNECTIONS, seconds, env)
-        cells.append(cell_of(server, "account", READ_CONNECTIONS, figures))
+        cells.append(cell_of(server, projections, "account", READ_CONNECTIONS, figures))
     return cells
 
 
@@ -229,14 +249,21 @@ def judge(cells: list[Cell], reference_tps: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=MEASURE_SECONDS)
-    parser.add_argument("--server", choices=[*SERVERS, "both"], default="both")
+    parser.add_argument("--server", choices=[*SERVERS, "both"], default="granian")
+    parser.add_argument("--projections", choices=[*PROJECTION_MODES, "both"], default="both")
     parser.add_argument("--pgbench-seconds", type=int, default=PGBENCH_SECONDS)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     servers = SERVERS if args.server == "both" else (args.server,)
-    cells = [cell for server in servers for cell in measure_server(server, args.seconds)]
+    modes = PROJECTION_MODES if args.projections == "both" else (args.projections,)
+    cells = [
+        cell
+        for server in servers
+        for mode in modes
+        for cell in measure_server(server, mode, args.seconds)
+    ]
     reference = common.run_pgbench_reference(args.pgbench_seconds)
     reference_tps = float(reference["pgbench_tpcb_16c_tps"])
     judge(cells, reference_tps)
@@ -258,11 +285,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(cells: list[Cell]) -> str:
-    headers = ["server", "cell", "conns", "req/s", "postings/s", "p50 ms", "p99 ms", "non-2xx",
-               "x pgbench", "target", "met"]  # fmt: skip
+    headers = ["server", "projections", "cell", "conns", "req/s", "postings/s", "p50 ms",
+               "p99 ms", "non-2xx", "x pgbench", "target", "met"]  # fmt: skip
     rows = [
-        [c.server, c.scenario, c.connections, c.requests_per_second, c.postings_per_second,
-         c.latency_ms_p50, c.latency_ms_p99, c.non_2xx,
+        [c.server, c.projections, c.scenario, c.connections, c.requests_per_second,
+         c.postings_per_second, c.latency_ms_p50, c.latency_ms_p99, c.non_2xx,
          float("nan") if c.ratio is None else c.ratio, c.target, "yes" if c.met else "NO"]
         for c in cells
     ]  # fmt: skip
