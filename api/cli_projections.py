@@ -96,39 +96,36 @@ def replay(names: tuple[str, ...]) -> None:
 
     from projections.rebuild import replay as run_replay
 
-    bars: dict[str, Any] = {}
+    bar: Any = None
 
-    def on_start(name: str, resumed_at: int, head: int) -> None:
-        for bar in bars.values():
-            bar.close()
-        bars.clear()
-        bars[name] = tqdm(
+    def on_start(resumed_at: int, head: int) -> None:
+        nonlocal bar
+        bar = tqdm(
             total=max(head - resumed_at, 0),
-            desc=name,
+            desc="replay",
             unit=" events",
             unit_scale=True,
             dynamic_ncols=True,
         )
         if resumed_at:
-            bars[name].write(f"{name}: resuming an interrupted replay at position {resumed_at}")
+            bar.write(f"resuming an interrupted replay at position {resumed_at}")
 
     def on_progress(events: int, position: int) -> None:
-        for bar in bars.values():
+        if bar is not None:
             bar.update(events)
 
     try:
-        results = run_replay(
+        result = run_replay(
             _database_url(), list(names) or None, on_start=on_start, on_progress=on_progress
         )
     finally:
-        for bar in bars.values():
+        if bar is not None:
             bar.close()
-    for result in results:
-        rate = result.events / result.seconds if result.seconds else 0.0
-        click.echo(
-            f"{result.projection}: swapped in at position {result.position} "
-            f"({result.events} events in {result.seconds:.1f}s, {rate:,.0f} events/s)"
-        )
+    rate = result.events / result.seconds if result.seconds else 0.0
+    click.echo(
+        f"{', '.join(result.projections)}: swapped in at position {result.position} "
+        f"({result.events} events in {result.seconds:.1f}s, {rate:,.0f} events/s)"
+    )
 
 
 @click.command()

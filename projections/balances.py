@@ -174,6 +174,7 @@ class _Batch:
 
     def __init__(self, projection: BalancesProjection, cursor: Cursor) -> None:
         self.projection = projection
+        self.database = projection.database
         self.dialect = projection.dialect
         self.cursor = cursor
         self.accounts: dict[tuple[UUID, UUID], AccountRow] = {}
@@ -381,26 +382,16 @@ class _Batch:
     # Writing -----------------------------------------------------------------------------------
 
     def write(self) -> None:
-        projection, cursor = self.projection, self.cursor
-        if self.spaces:
-            cursor.executemany(
-                projection.statement(
-                    "INSERT INTO {rm_spaces} (space_id, position, name, base_currency, opened_at) "
-                    "VALUES (?, ?, ?, ?, ?)"
-                ),
-                self.spaces,
-            )
+        names, database, cursor = self.projection.table_names, self.database, self.cursor
+        database.insert_rows(
+            cursor,
+            names["rm_spaces"],
+            ("space_id", "position", "name", "base_currency", "opened_at"),
+            self.spaces,
+        )
         self._write_accounts()
         self._write_holds()
-        if self.entries:
-            cursor.executemany(
-                projection.statement(
-                    "INSERT INTO {rm_entries} (space_id, account_id, position, leg, posting_id, "
-                    "direction, amount_minor, currency, effective_date, recorded_at, "
-                    "balance_after_minor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                self.entries,
-            )
+        database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
         self._write_daily()
 
     def _write_accounts(self) -> None:
@@ -413,28 +404,28 @@ class _Batch:
             if account.is_new:
                 new_rows.append(values)
             else:
-                changed_rows.append((*values[3:], values[0], values[1]))
-        marks = ", ".join("?" * len(_ACCOUNT_COLUMNS.split(",")))
-        self.projection.database.executemany(
-            self.cursor,
-            self.projection.statement(
-                "INSERT INTO {rm_accounts} (" + _ACCOUNT_COLUMNS + ") VALUES (" + marks + ")"
-            ),
-            new_rows,
-        )
-        self.projection.database.executemany(
-            self.cursor,
-            self.projection.statement(
-                "UPDATE {rm_accounts} SET name = ?, type = ?, subtype = ?, currency = ?, "
-                "code = ?, normal_balance = ?, status = ?, overdraft_limit_minor = ?, "
-                "metadata = ?, posted_minor = ?, pending_debits_minor = ?, "
-                "pending_credits_minor = ? WHERE space_id = ? AND account_id = ?"
-            ),
-            changed_rows,
+                changed_rows.append(
+                    (
+                        values[0],
+                        values[1],
+                        account.name,
+                        account.status,
+                        account.overdraft_limit,
+                        account.metadata,
+                        account.posted,
+                        account.pending_debits,
+                        account.pending_credits,
+                    )
+                )
+        table = self.projection.table_names["rm_accounts"]
+        self.database.insert_rows(self.cursor, table, _ACCOUNT_COLUMN_NAMES, new_rows)
+        self.database.update_rows(
+            self.cursor, table, _ACCOUNT_KEYS, _ACCOUNT_CHANGING_COLUMNS, changed_rows
         )
 
     def _write_holds(self) -> None:
-        dialect, database = self.dialect, self.projection.database
+        dialect, database = self.dialect, self.database
+        table = self.projection.table_names["rm_balance_holds"]
         new_holds = [
             (
                 dialect.uuid(key[0]),
@@ -445,21 +436,20 @@ class _Batch:
             for key, hold in self.holds.items()
             if hold.is_new
         ]
-        database.executemany(
-            self.cursor,
-            self.projection.statement(
-                "INSERT INTO {rm_balance_holds} (space_id, posting_id, effective_date, entries) "
-                "VALUES (?, ?, ?, ?)"
-            ),
-            new_holds,
+        database.insert_rows(
+            self.cursor, table, ("space_id", "posting_id", "effective_date", "entries"), new_holds
         )
-        database.executemany(
-            self.cursor,
-            self.projection.statement(
-                "DELETE FROM {rm_balance_holds} WHERE space_id = ? AND posting_id = ?"
-            ),
-            [(dialect.uuid(key[0]), dialect.uuid(key[1])) for key in self.closed_holds],
-        )
+        closed = [(dialect.uuid(key[0]), dialect.uuid(key[1])) for key in self.closed_holds]
+        if closed and database.is_postgres:
+            self.cursor.execute(
+                f"DELETE FROM {table} AS h USING unnest(%s::uuid[], %s::uuid[]) AS u(s, p) "
+                "WHERE h.space_id = u.s AND h.posting_id = u.p",
+                [[row[0] for row in closed], [row[1] for row in closed]],
+            )
+        elif closed:
+            self.cursor.executemany(
+                f"DELETE FROM {table} WHERE space_id = ? AND posting_id = ?", closed
+            )
 
     def _write_daily(self) -> None:
         """Each (account, day) the batch posted to: make sure the day's row exists (opening at
@@ -467,34 +457,95 @@ class _Batch:
         balance of that day and every later one."""
         if not self.daily:
             return
-        dialect, database, cursor = self.dialect, self.projection.database, self.cursor
+        dialect = self.dialect
         keys = [
             (dialect.uuid(space), dialect.uuid(account), dialect.date(day), amount)
             for (space, account, day), amount in sorted(self.daily.items())
         ]
-        database.executemany(
-            cursor,
-            self.projection.statement(
-                "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
-                "posted_delta_minor, closing_posted_minor) "
-                "SELECT ?, ?, ?, 0, coalesce((SELECT d.closing_posted_minor "
-                "FROM {rm_daily_balances} AS d WHERE d.space_id = ? AND d.account_id = ? "
-                "AND d.effective_date < ? ORDER BY d.effective_date DESC LIMIT 1), 0) "
-                "WHERE true ON CONFLICT (space_id, account_id, effective_date) DO NOTHING"
-            ),
+        if self.database.is_postgres:
+            self._write_daily_postgres(keys)
+            return
+        cursor = self.cursor
+        cursor.executemany(
+            self.projection.statement(_SQLITE_DAILY_INSERT),
             [(s, a, d, s, a, d) for s, a, d, _ in keys],
         )
-        database.executemany(
-            cursor,
-            self.projection.statement(
-                "UPDATE {rm_daily_balances} SET "
-                "posted_delta_minor = posted_delta_minor + "
-                "(CASE WHEN effective_date = ? THEN ? ELSE 0 END), "
-                "closing_posted_minor = closing_posted_minor + ? "
-                "WHERE space_id = ? AND account_id = ? AND effective_date >= ?"
-            ),
+        cursor.executemany(
+            self.projection.statement(_SQLITE_DAILY_UPDATE),
             [(d, amount, amount, s, a, d) for s, a, d, amount in keys],
         )
+
+    def _write_daily_postgres(self, keys: list[tuple[Any, Any, Any, int]]) -> None:
+        columns = [list(column) for column in zip(*keys, strict=True)]
+        self.cursor.execute(self.projection.statement(_POSTGRES_DAILY_INSERT), columns[:3])
+        self.cursor.execute(self.projection.statement(_POSTGRES_DAILY_UPDATE), columns)
+
+
+_ENTRY_COLUMNS: Final = (
+    "space_id",
+    "account_id",
+    "position",
+    "leg",
+    "posting_id",
+    "direction",
+    "amount_minor",
+    "currency",
+    "effective_date",
+    "recorded_at",
+    "balance_after_minor",
+)
+_ACCOUNT_COLUMN_NAMES: Final = tuple(column.strip() for column in _ACCOUNT_COLUMNS.split(","))
+_ACCOUNT_KEYS: Final = {"space_id": "uuid", "account_id": "uuid"}
+#: What events change on an account after it is opened (PostgreSQL types for bulk updates).
+_ACCOUNT_CHANGING_COLUMNS: Final = {
+    "name": "text",
+    "status": "text",
+    "overdraft_limit_minor": "int8",
+    "metadata": "text",
+    "posted_minor": "int8",
+    "pending_debits_minor": "int8",
+    "pending_credits_minor": "int8",
+}
+
+_SQLITE_DAILY_INSERT: Final = (
+    "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
+    "posted_delta_minor, closing_posted_minor) "
+    "SELECT ?, ?, ?, 0, coalesce((SELECT d.closing_posted_minor "
+    "FROM {rm_daily_balances} AS d WHERE d.space_id = ? AND d.account_id = ? "
+    "AND d.effective_date < ? ORDER BY d.effective_date DESC LIMIT 1), 0) "
+    "WHERE true ON CONFLICT (space_id, account_id, effective_date) DO NOTHING"
+)
+_SQLITE_DAILY_UPDATE: Final = (
+    "UPDATE {rm_daily_balances} SET "
+    "posted_delta_minor = posted_delta_minor + (CASE WHEN effective_date = ? THEN ? ELSE 0 END), "
+    "closing_posted_minor = closing_posted_minor + ? "
+    "WHERE space_id = ? AND account_id = ? AND effective_date >= ?"
+)
+#: The same two steps for all the batch's (account, day) pairs at once. A row later than several
+#: of the batch's days of its account gets the sum of their deltas (UPDATE ... FROM would apply
+#: only one matching source row).
+_POSTGRES_DAILY_INSERT: Final = (
+    "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
+    "posted_delta_minor, closing_posted_minor) "
+    "SELECT u.s, u.a, u.d, 0, coalesce((SELECT d.closing_posted_minor "
+    "FROM {rm_daily_balances} AS d WHERE d.space_id = u.s AND d.account_id = u.a "
+    "AND d.effective_date < u.d ORDER BY d.effective_date DESC LIMIT 1), 0) "
+    "FROM unnest(?::uuid[], ?::uuid[], ?::date[]) AS u(s, a, d) "
+    "ON CONFLICT (space_id, account_id, effective_date) DO NOTHING"
+)
+_POSTGRES_DAILY_UPDATE: Final = (
+    "UPDATE {rm_daily_balances} AS t SET "
+    "posted_delta_minor = t.posted_delta_minor + c.same_day, "
+    "closing_posted_minor = t.closing_posted_minor + c.total "
+    "FROM (SELECT d.space_id, d.account_id, d.effective_date, sum(u.x) AS total, "
+    "sum(CASE WHEN u.d = d.effective_date THEN u.x ELSE 0 END) AS same_day "
+    "FROM {rm_daily_balances} AS d "
+    "JOIN unnest(?::uuid[], ?::uuid[], ?::date[], ?::int8[]) AS u(s, a, d, x) "
+    "ON d.space_id = u.s AND d.account_id = u.a AND d.effective_date >= u.d "
+    "GROUP BY d.space_id, d.account_id, d.effective_date) AS c "
+    "WHERE t.space_id = c.space_id AND t.account_id = c.account_id "
+    "AND t.effective_date = c.effective_date"
+)
 
 
 _STATUSES: Final[dict[type[ev.Event], str]] = {

@@ -108,6 +108,8 @@ class Projection:
         self.dialect = database.dialect
         self.suffix = suffix
         self.table_names = {table: table + suffix for table in self.tables}
+        #: The name of this instance's row in `ledger_projections`.
+        self.tracking_name = self.name + suffix
 
     def statement(self, template: str) -> str:
         """`template` with its `{table}` names bound and placeholders in the dialect's style."""

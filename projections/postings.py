@@ -5,7 +5,9 @@ A posting's row is written when it is recorded (or declined) and updated when it
 posted (its entries become what was captured), voided or expired, and when a reversal names it.
 `rm_posting_accounts` lists the accounts each posting touches, so the list filtered by account
 is an index range scan in log order. Updates to a posting recorded in the same batch are made in
-memory before the row is written; updates to older rows are one bulk UPDATE per batch.
+memory before the row is written; updates to older rows are one bulk UPDATE per batch, by log
+position: the position of a posting recorded in an earlier batch is read from the core's
+`ledger_commands` (see migration m0002), which holds it under (space, posting id).
 
 A hold past its `expires_at` whose expiry the ledger has not recorded yet is stored as
 `pending`; the reader shows it as `expired` (the answer must not depend on the writer having run
@@ -19,9 +21,10 @@ from typing import Any, ClassVar, Final
 from uuid import UUID
 
 from ledger_core import events as ev
+from ledger_core.store import COMMANDS_TABLE
 from projections.balances import encode_entries, encode_metadata
 from projections.base import LoggedEvent, Projection
-from projections.db import Cursor
+from projections.db import Cursor, Database
 
 _STATUS_OF_CLOSER: Final[dict[type[ev.Event], str]] = {
     ev.PendingPostingPosted: "posted",
@@ -54,7 +57,7 @@ _STATUS, _ENTRIES, _REVERSED_BY = 3, 4, 14
 class PostingsProjection(Projection):
     name: ClassVar[str] = "postings"
     tables: ClassVar[dict[str, tuple[str, ...]]] = {
-        "rm_postings": ("space_id", "posting_id"),
+        "rm_postings": ("space_id", "position"),
         "rm_posting_accounts": ("space_id", "account_id", "position"),
     }
 
@@ -121,19 +124,12 @@ class PostingsProjection(Projection):
         updates: dict[tuple[UUID, UUID], list[Any]],
     ) -> None:
         database, dialect = self.database, self.dialect
-        columns = ", ".join(_POSTING_COLUMNS)
-        marks = ", ".join("?" * len(_POSTING_COLUMNS))
-        database.executemany(
+        positions = posting_positions(database, cursor, list(updates))
+        database.insert_rows(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows)
+        database.insert_rows(
             cursor,
-            self.statement("INSERT INTO {rm_postings} (" + columns + ") VALUES (" + marks + ")"),
-            rows,
-        )
-        database.executemany(
-            cursor,
-            self.statement(
-                "INSERT INTO {rm_posting_accounts} (space_id, account_id, position, posting_id) "
-                "VALUES (?, ?, ?, ?)"
-            ),
+            self.table_names["rm_posting_accounts"],
+            ("space_id", "account_id", "position", "posting_id"),
             touched,
         )
         database.executemany(
@@ -141,12 +137,9 @@ class PostingsProjection(Projection):
             self.statement(
                 "UPDATE {rm_postings} SET status = coalesce(?, status), "
                 "entries = coalesce(?, entries), reversed_by = coalesce(?, reversed_by) "
-                "WHERE space_id = ? AND posting_id = ?"
+                "WHERE space_id = ? AND position = ?"
             ),
-            [
-                (*change, dialect.uuid(key[0]), dialect.uuid(key[1]))
-                for key, change in updates.items()
-            ],
+            [(*change, dialect.uuid(key[0]), positions[key]) for key, change in updates.items()],
         )
 
 
@@ -165,3 +158,40 @@ def _change(
         return
     change = updates.setdefault(key, [None, None, None])
     change[(_STATUS, _ENTRIES, _REVERSED_BY).index(column)] = value
+
+
+#: Posting ids looked up per query in `ledger_commands`.
+POSITION_LOOKUP_CHUNK: Final = 500
+
+
+def posting_positions(
+    database: Database, cursor: Cursor, keys: Sequence[tuple[UUID, UUID]]
+) -> dict[tuple[UUID, UUID], int]:
+    """The log position of each (space, posting id), from the core's `ledger_commands`. A key
+    that is not there raises KeyError later: the log names a posting it never recorded."""
+    found: dict[tuple[UUID, UUID], int] = {}
+    by_space: dict[UUID, list[UUID]] = {}
+    for space_id, posting_id in keys:
+        by_space.setdefault(space_id, []).append(posting_id)
+    for space_id, posting_ids in by_space.items():
+        for start in range(0, len(posting_ids), POSITION_LOOKUP_CHUNK):
+            chunk = posting_ids[start : start + POSITION_LOOKUP_CHUNK]
+            if database.is_postgres:
+                cursor.execute(
+                    f"SELECT id, position FROM {COMMANDS_TABLE} "
+                    "WHERE scope_id = %s AND id = ANY(%s::uuid[])",
+                    (space_id, chunk),
+                )
+                rows = [(row[0], row[1]) for row in cursor.fetchall()]
+            else:
+                marks = ",".join("?" * len(chunk))
+                cursor.execute(
+                    f"SELECT id, position FROM {COMMANDS_TABLE} "
+                    f"WHERE scope_id = ? AND id IN ({marks})",
+                    (space_id.hex, *(posting_id.hex for posting_id in chunk)),
+                )
+                rows = [(UUID(row[0]), row[1]) for row in cursor.fetchall()]
+            for posting_id, position in rows:
+                if position is not None:
+                    found[(space_id, posting_id)] = int(position)
+    return found

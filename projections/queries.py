@@ -37,6 +37,7 @@ import msgspec
 from ledger_core.codec import decode_event, event_to_builtins
 from ledger_core.errors import InvalidRequest
 from ledger_core.events import GLOBAL_STREAM_ID
+from ledger_core.store import COMMANDS_TABLE
 from ledger_core.types import ACCOUNT_TYPES, DIRECTIONS
 from projections.balances import decode_entries, decode_metadata
 from projections.base import TRACKING_TABLE, read_rows
@@ -378,10 +379,20 @@ class ReadModels:
     # Postings ----------------------------------------------------------------------------------
 
     def posting(self, space_id: UUID, posting_id: UUID) -> PostingView | None:
+        """The posting, found by id through the core's `ledger_commands` (space, posting id ->
+        position: see migration m0002), then by position in `rm_postings`."""
+        command_key: tuple[Any, Any] = (space_id, posting_id)
+        if not self.database.is_postgres:
+            command_key = (space_id.hex, posting_id.hex)
         rows = self._fetch(
-            f"SELECT {_POSTING_COLUMNS} FROM rm_postings AS p "
-            "WHERE p.space_id = ? AND p.posting_id = ?",
-            (self.dialect.uuid(space_id), self.dialect.uuid(posting_id)),
+            f"SELECT {_POSTING_COLUMNS} FROM {COMMANDS_TABLE} AS c "
+            "JOIN rm_postings AS p ON p.space_id = ? AND p.position = c.position "
+            "WHERE c.scope_id = ? AND c.id = ? AND p.posting_id = ?",
+            (
+                self.dialect.uuid(space_id),
+                *command_key,
+                self.dialect.uuid(posting_id),
+            ),
         )
         return self._posting_view(rows[0], self._clock()) if rows else None
 

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from projections.base import TRACKING_TABLE, Projection, decode_row, head_position, read_rows
-from projections.db import Cursor, Database
+from projections.base import (
+    TRACKING_TABLE,
+    EventDecodeFailed,
+    Projection,
+    decode_row,
+    head_position,
+    read_rows,
+)
+from projections.db import Cursor, Database, is_transient
 from projections.registry import projection_classes
 from projections.tracking import (
     MAX_BATCH_EVENTS,
@@ -53,7 +60,7 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class RebuildResult:
-    projection: str
+    projections: tuple[str, ...]
     position: int
     events: int
     seconds: float
@@ -96,7 +103,7 @@ def drop_copies(database: Database, cursor: Cursor, projection: Projection) -> N
 def prepare_copies(database: Database, connection: Any, copy: Projection, generation: int) -> int:
     """Make sure `copy`'s tables and tracking row exist and match the live schema; return the
     position the copy has applied (0 for a fresh start, more when resuming)."""
-    tracking_name = copy.name + copy.suffix
+    tracking_name = copy.tracking_name
     with database.transaction(connection) as cursor:
         position = tracked_position(database, cursor, tracking_name, lock=True)
         if position is not None and _copies_match(database, cursor, copy):
@@ -124,28 +131,69 @@ def _copies_match(database: Database, cursor: Cursor, copy: Projection) -> bool:
 def build(
     database: Database,
     connection: Any,
-    copy: Projection,
+    copies: Sequence[Projection],
     *,
     until: int | None = None,
     batch_size: int = REBUILD_BATCH_EVENTS,
     on_progress: ProgressCallback | None = None,
 ) -> int:
-    """Apply the log to `copy` up to `until` (the head if None); return events applied."""
+    """Apply the log to `copies` up to `until` (the head if None), reading and decoding each
+    batch once for all of them; return the events read."""
     applied = 0
     while True:
-        count = apply_next_batch(
-            database,
-            connection,
-            copy,
-            tracking_name=copy.name + copy.suffix,
-            limit=min(batch_size, MAX_BATCH_EVENTS),
-            until=until,
-        )
+        count = _build_batch(database, connection, copies, until, min(batch_size, MAX_BATCH_EVENTS))
         if count == 0:
             return applied
         applied += count
         if on_progress is not None:
-            on_progress(count, _position(database, connection, copy.name + copy.suffix))
+            on_progress(
+                count, min(_position(database, connection, c.tracking_name) for c in copies)
+            )
+
+
+def _build_batch(
+    database: Database,
+    connection: Any,
+    copies: Sequence[Projection],
+    until: int | None,
+    limit: int,
+) -> int:
+    cursor = connection.cursor()
+    start = min(_position(database, connection, copy.tracking_name) for copy in copies)
+    rows = read_rows(database, cursor, start, limit, until)
+    if not rows:
+        return 0
+    try:
+        events = [decode_row(row) for row in rows]
+        with database.transaction(connection) as write:
+            for copy in copies:
+                position = tracked_position(database, write, copy.tracking_name, lock=True) or 0
+                mine = [event for event in events if event.position > position]
+                if mine:
+                    copy.apply(write, mine)
+                    _move(database, write, copy.tracking_name, mine[-1].position)
+    except Exception as error:
+        if is_transient(error):
+            raise
+        # Find the failing event, one projection and one event at a time (raises it).
+        for copy in copies:
+            while apply_next_batch(
+                database,
+                connection,
+                copy,
+                tracking_name=copy.tracking_name,
+                limit=limit,
+                until=rows[-1].position,
+            ):
+                pass
+        raise
+    return len(rows)
+
+
+def _move(database: Database, cursor: Cursor, name: str, position: int) -> None:
+    database.execute(
+        cursor, f"UPDATE {TRACKING_TABLE} SET position = ? WHERE name = ?", (position, name)
+    )
 
 
 def _position(database: Database, connection: Any, name: str) -> int:
@@ -153,37 +201,57 @@ def _position(database: Database, connection: Any, name: str) -> int:
     return tracked_position(database, cursor, name, lock=False) or 0
 
 
-def swap_in(database: Database, connection: Any, copy: Projection) -> int:
-    """Catch the copy up to the head and swap it in for the live tables, in one transaction;
-    return the position the live projection is at afterwards."""
-    copy_name = copy.name + copy.suffix
+def swap_in(database: Database, connection: Any, copies: Sequence[Projection]) -> int:
+    """Catch the copies up to the head and swap them in for the live tables, all in one
+    transaction; return the position the live projections are at afterwards."""
     with database.transaction(connection) as cursor:
-        tracked_position(database, cursor, copy.name, lock=True)
-        position = tracked_position(database, cursor, copy_name, lock=True) or 0
+        for copy in copies:
+            tracked_position(database, cursor, copy.name, lock=True)
+        positions = {
+            copy.name: tracked_position(database, cursor, copy.tracking_name, lock=True) or 0
+            for copy in copies
+        }
+        position = min(positions.values())
         while True:
             rows = read_rows(database, cursor, position, REBUILD_BATCH_EVENTS)
             if not rows:
                 break
-            try:
-                events = [decode_row(row) for row in rows]
-            except Exception as error:
-                failure = ProjectionFailure(copy.name, rows[0].position, rows[0].topic, str(error))
-                raise ProjectionFailed(failure) from error
-            copy.apply(cursor, events)
+            events = _decode_for(copies[0], rows)
+            for copy in copies:
+                mine = [event for event in events if event.position > positions[copy.name]]
+                if mine:
+                    copy.apply(cursor, mine)
             position = events[-1].position
-        for table, copy_table in copy.table_names.items():
-            cursor.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
-            cursor.execute(f"ALTER TABLE {copy_table} RENAME TO {table}")
-            cursor.execute(f"DROP TABLE {table}__old")
-        database.execute(
-            cursor,
-            f"UPDATE {TRACKING_TABLE} SET position = ?, generation = generation + 1, "
-            "failed_position = NULL, failed_topic = NULL, failed_reason = NULL, "
-            "failed_at = NULL WHERE name = ?",
-            (position, copy.name),
-        )
-        database.execute(cursor, f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (copy_name,))
+        position = max(position, *positions.values())
+        for copy in copies:
+            _swap_tables(database, cursor, copy, position)
     return position
+
+
+def _decode_for(copy: Projection, rows: list[Any]) -> list[Any]:
+    events = []
+    for row in rows:
+        try:
+            events.append(decode_row(row))
+        except EventDecodeFailed as error:
+            failure = ProjectionFailure(copy.name, error.position, error.topic, error.reason)
+            raise ProjectionFailed(failure) from error
+    return events
+
+
+def _swap_tables(database: Database, cursor: Cursor, copy: Projection, position: int) -> None:
+    for table, copy_table in copy.table_names.items():
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
+        cursor.execute(f"ALTER TABLE {copy_table} RENAME TO {table}")
+        cursor.execute(f"DROP TABLE {table}__old")
+    database.execute(
+        cursor,
+        f"UPDATE {TRACKING_TABLE} SET position = ?, generation = generation + 1, "
+        "failed_position = NULL, failed_topic = NULL, failed_reason = NULL, "
+        "failed_at = NULL WHERE name = ?",
+        (position, copy.name),
+    )
+    database.execute(cursor, f"DELETE FROM {TRACKING_TABLE} WHERE name = ?", (copy.tracking_name,))
 
 
 def generation_of(database: Database, connection: Any, name: str) -> int:
@@ -193,51 +261,36 @@ def generation_of(database: Database, connection: Any, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def replay_projection(
-    database: Database,
-    connection: Any,
-    projection_class: type[Projection],
-    *,
-    batch_size: int = REBUILD_BATCH_EVENTS,
-    on_start: Callable[[str, int, int], None] | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> RebuildResult:
-    """Rebuild one projection from position 0 (or resume an interrupted rebuild) and swap it
-    in. `on_start(name, resumed_at, head)` and `on_progress(events, position)` report."""
-    started = time.perf_counter()
-    copy = projection_class(database, REPLAY_SUFFIX)
-    generation = generation_of(database, connection, projection_class.name) + 1
-    resumed_at = prepare_copies(database, connection, copy, generation)
-    if on_start is not None:
-        on_start(projection_class.name, resumed_at, head_position(database, connection.cursor()))
-    applied = build(database, connection, copy, batch_size=batch_size, on_progress=on_progress)
-    position = swap_in(database, connection, copy)
-    return RebuildResult(projection_class.name, position, applied, time.perf_counter() - started)
-
-
 def replay(
     database_url: str,
     names: list[str] | None = None,
     *,
     batch_size: int = REBUILD_BATCH_EVENTS,
-    on_start: Callable[[str, int, int], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
     on_progress: ProgressCallback | None = None,
-) -> list[RebuildResult]:
-    """Rebuild the named projections (all by default), one after the other."""
+) -> RebuildResult:
+    """Rebuild the named projections (all by default) from position 0, in one pass over the
+    log, or resume an interrupted rebuild; then swap them all in at once.
+    `on_start(resumed_at, head)` and `on_progress(events, position)` report progress."""
+    started = time.perf_counter()
     database = Database(database_url)
-    classes = projection_classes(names)
     connection = database.connect()
     try:
-        return [
-            replay_projection(
-                database,
-                connection,
-                cls,
-                batch_size=batch_size,
-                on_start=on_start,
-                on_progress=on_progress,
+        copies = [cls(database, REPLAY_SUFFIX) for cls in projection_classes(names)]
+        resumed_at = min(
+            prepare_copies(
+                database, connection, copy, generation_of(database, connection, copy.name) + 1
             )
-            for cls in classes
-        ]
+            for copy in copies
+        )
+        if on_start is not None:
+            on_start(resumed_at, head_position(database, connection.cursor()))
+        applied = build(
+            database, connection, copies, batch_size=batch_size, on_progress=on_progress
+        )
+        position = swap_in(database, connection, copies)
     finally:
         connection.close()
+    return RebuildResult(
+        tuple(copy.name for copy in copies), position, applied, time.perf_counter() - started
+    )

@@ -48,6 +48,8 @@ from projections.rebuild import (
 from projections.registry import projection_classes
 from projections.tracking import tracked_position
 
+#: SQLite stores UUIDs as their 16 bytes; a report shows them in the usual text form.
+UUID_BYTES: Final = 16
 #: The suffix of verify's re-derived tables and tracking row.
 VERIFY_SUFFIX: Final = "__verify"
 #: At most this many differences are reported per table (one corrupt column can differ in
@@ -114,7 +116,7 @@ def _verify_projection(
     try:
         for _ in range(MAX_CATCH_UP_ROUNDS):
             target = _live_position(database, connection, cls.name)
-            build(database, connection, copy, until=target)
+            build(database, connection, [copy], until=target)
             compared = _compare_at(database, connection, live, copy, target)
             if compared is not None:
                 return target, compared
@@ -193,7 +195,7 @@ def _compare_table(
 
 
 def _key(row: Any, keys: list[int]) -> tuple[str, ...]:
-    return tuple(str(row[index]) for index in keys)
+    return tuple(_text(row[index]) for index in keys)
 
 
 def _describe_row(columns: list[str], row: Any, other: Any) -> str:
@@ -210,7 +212,8 @@ def _describe_row(columns: list[str], row: Any, other: Any) -> str:
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
+        raw = bytes(value)
+        return str(UUID(bytes=raw)) if len(raw) == UUID_BYTES else raw.hex()
     return str(value)
 
 

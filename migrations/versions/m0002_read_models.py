@@ -2,8 +2,9 @@
 
 One DDL text for both databases; only the column types differ ({uuid}, {date}, {timestamp},
 {integer}, {boolean}): PostgreSQL gets native `uuid`, `date`, `timestamptz` and `bigint`; SQLite
-gets TEXT (hex UUIDs, ISO dates, fixed-width UTC timestamps, see `projections.db`) and INTEGER,
-and WITHOUT ROWID tables clustered on their primary key. Constraints guard what the projections
+gets BLOB (16-byte UUIDs), TEXT (ISO dates, fixed-width UTC timestamps, see `projections.db`)
+and INTEGER, and WITHOUT ROWID tables clustered on their primary key. Primary keys put rows in
+log order within a space or an account, so projecting appends at the end of each range. Constraints guard what the projections
 must never write: positive entry amounts, known enums, non-negative pending totals, one account
 code per space, one posting per position.
 
@@ -14,8 +15,12 @@ code per space, one posting per position.
   `rm_balance_holds` (open holds: what to release), `rm_entries` (posted legs with the running
   balance), `rm_daily_balances` (per account and effective date: the day's posted delta and the
   closing balance; balance-as-of is one index seek).
-- `postings` projection: `rm_postings` and `rm_posting_accounts` (which accounts a posting
-  touches, for the account filter).
+- `postings` projection: `rm_postings`, keyed by (space, log position), and
+  `rm_posting_accounts` (which accounts a posting touches, for the account filter). A posting
+  is found by its id through the core's `ledger_commands` (its primary key (space, posting id)
+  holds the position of the event that recorded the posting): the writer already maintains that
+  unique index in the same transaction as the event, and a second index on a random UUID here
+  would cost a random page write per posting when projecting.
 
 Index names are `<table>__<purpose>`; a replay builds `<table>__replay` with its own indexes.
 """
@@ -34,7 +39,7 @@ TYPES = {
         "without_rowid": "",
     },
     "sqlite": {
-        "uuid": "TEXT",
+        "uuid": "BLOB",
         "date": "TEXT",
         "timestamp": "TEXT",
         "integer": "INTEGER",
@@ -141,8 +146,7 @@ STATEMENTS = [
         reverses {uuid},
         reversed_by {uuid},
         declined_reason text,
-        PRIMARY KEY (space_id, posting_id),
-        UNIQUE (space_id, position)
+        PRIMARY KEY (space_id, position)
     ) {without_rowid}
     """,
     "CREATE INDEX rm_postings__by_status ON rm_postings (space_id, status, position)",
