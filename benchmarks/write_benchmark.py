@@ -311,12 +311,21 @@ async def run_profiled_cell(
         threading.setprofile(None)
     cell.profiled = True
     title = f"{backend}, uniform, {submitters} submitters, {cell.postings_per_second:,.0f}/s"
-    listings = [_profile_listing(f"thread {name}", p) for name, p in thread_profiles.items()]
+    busy = [
+        n for n, us in cell.cpu_us_per_posting_by_thread.items() if us > 0 and n != "MainThread"
+    ]
+    busy.sort(key=lambda name: -cell.cpu_us_per_posting_by_thread[name])
+    idle = sorted(set(thread_profiles) - set(busy))
+    listings = [
+        _profile_listing(f"thread {n}", thread_profiles[n]) for n in busy if n in thread_profiles
+    ]
     report = "\n".join(
         [
             f"# Profile of the write benchmark cell: {title}",
-            "# (slowed by cProfile; the warm-up, which loads the space, is included)",
+            "# (slowed by cProfile; the warm-up, which loads the space, is included; times are"
+            " wall times, a blocked call's wait included)",
             f"# CPU us/posting by thread: {_by_thread(cell.cpu_us_per_posting_by_thread)}",
+            f"# Threads without CPU time in the window, not listed: {', '.join(idle) or 'none'}",
             *listings,
             _profile_listing("thread MainThread (event loop, submitters)", loop_profile),
         ]

@@ -58,7 +58,9 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
         assert cell["ratio"] == pytest.approx(cell["postings_per_second"] / reference)
     assert payload["preload"]["sqlite"]["postings"] == 1000
     assert len(payload["load_average_1m_before_after"]["sqlite"]) == 2
-    assert "ledger_core/writer.py" in (tmp_path / "smoke_profile.txt").read_text()
+    profile = (tmp_path / "smoke_profile.txt").read_text()
+    assert "## thread MainThread (event loop, submitters): top 40 by tottime" in profile
+    assert "ledger_core/ledger.py" in profile  # the submissions, profiled
 
 
 def test_the_targets_are_judged_on_the_64_submitter_cells() -> None:
