@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, TypeVar, get_args
 
 from litestar import Request, get
 from litestar.concurrency import sync_to_thread
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from api import render, wire
 from api.command_routes import problems
@@ -28,21 +28,29 @@ from ledger_core.types import AccountStatus, AccountType, PostingStatus
 T = TypeVar("T")
 Req = Request[Any, Any, Any]
 
-MIN_POSITION_HEADER: Final = "ledger-min-position"
+#: `Ledger-Min-Position`, declared on every projection read so the OpenAPI document shows it.
+MinPosition = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Ledger-Min-Position",
+        pattern=r"^[0-9]{1,19}$",
+        description="Wait (up to LEDGER_POSITION_WAIT_SECONDS) until the read models applied "
+        "this log position, e.g. the Ledger-Position of your last write; 503 past the bound",
+    ),
+]
 READ: Final = read_opt("space-read")
 
 
-async def read(request: Req, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def read(
+    request: Req, min_position: str | None, query: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
     """Wait for `Ledger-Min-Position` if asked, then run a read model query in a thread."""
-    services = services_of(request)
-    await _wait_for_min_position(request, services)
+    if min_position is not None:
+        await _wait_for_min_position(services_of(request), min_position)
     return await sync_to_thread(query, *args, **kwargs)
 
 
-async def _wait_for_min_position(request: Req, services: Services) -> None:
-    header = request.headers.get(MIN_POSITION_HEADER)
-    if header is None:
-        return
+async def _wait_for_min_position(services: Services, header: str) -> None:
     position = _parse_position(header)
     timeout = services.settings.position_wait_seconds
     if not await services.read_models.awaitable_wait_for_position(position, timeout):
@@ -125,10 +133,12 @@ ACCOUNT: Final = SPACE + "/accounts/{account_id:str}"
 
 
 @get(SPACE, opt=READ, responses=problems())
-async def get_space(request: Req, space_id: FromPath[str]) -> wire.Space:
+async def get_space(
+    request: Req, ledger_min_position: MinPosition, space_id: FromPath[str]
+) -> wire.Space:
     """A space."""
     space = path_id(request, "space_id")
-    view = await read(request, services_of(request).read_models.space, space)
+    view = await read(request, ledger_min_position, services_of(request).read_models.space, space)
     if view is None:
         raise errors.SpaceNotFound(f"no space {space}")
     return render.space(view)
@@ -137,6 +147,7 @@ async def get_space(request: Req, space_id: FromPath[str]) -> wire.Space:
 @get(SPACE + "/accounts", opt=READ, responses=problems())
 async def list_accounts(
     request: Req,
+    ledger_min_position: MinPosition,
     space_id: FromPath[str],
     type: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
@@ -147,6 +158,7 @@ async def list_accounts(
     services = services_of(request)
     page = await read(
         request,
+        ledger_min_position,
         services.read_models.accounts,
         path_id(request, "space_id"),
         type=choice(type, AccountType, "type"),
@@ -165,12 +177,16 @@ async def list_accounts(
 
 @get(ACCOUNT, opt=READ, responses=problems())
 async def get_account(
-    request: Req, space_id: FromPath[str], account_id: FromPath[str]
+    request: Req,
+    ledger_min_position: MinPosition,
+    space_id: FromPath[str],
+    account_id: FromPath[str],
 ) -> wire.Account:
     """An account with its balances."""
     services = services_of(request)
     view = await read(
         request,
+        ledger_min_position,
         services.read_models.account,
         path_id(request, "space_id"),
         path_id(request, "account_id"),
@@ -184,6 +200,7 @@ async def get_account(
 @get(ACCOUNT + "/balance", opt=READ, responses=problems())
 async def get_balance_as_of(
     request: Req,
+    ledger_min_position: MinPosition,
     space_id: FromPath[str],
     account_id: FromPath[str],
     as_of: FromQuery[str | None] = None,
@@ -192,6 +209,7 @@ async def get_balance_as_of(
     services = services_of(request)
     view = await read(
         request,
+        ledger_min_position,
         services.read_models.balance_as_of,
         path_id(request, "space_id"),
         path_id(request, "account_id"),
@@ -211,6 +229,7 @@ async def get_balance_as_of(
 @get(ACCOUNT + "/entries", opt=READ, responses=problems())
 async def list_entries(
     request: Req,
+    ledger_min_position: MinPosition,
     space_id: FromPath[str],
     account_id: FromPath[str],
     from_: Annotated[str | None, QueryParameter(name="from")] = None,
@@ -222,6 +241,7 @@ async def list_entries(
     services = services_of(request)
     page = await read(
         request,
+        ledger_min_position,
         services.read_models.entries,
         path_id(request, "space_id"),
         path_id(request, "account_id"),
@@ -259,6 +279,7 @@ def _entry_line(view: Any, currencies: render.Exponents) -> wire.EntryLine:
 @get(SPACE + "/postings", opt=READ, responses=problems())
 async def list_postings(
     request: Req,
+    ledger_min_position: MinPosition,
     space_id: FromPath[str],
     account_id: FromQuery[str | None] = None,
     status: FromQuery[str | None] = None,
@@ -271,6 +292,7 @@ async def list_postings(
     services = services_of(request)
     page = await read(
         request,
+        ledger_min_position,
         services.read_models.postings,
         path_id(request, "space_id"),
         account_id=_account_filter(account_id),
@@ -302,12 +324,16 @@ def _account_filter(text: str | None) -> Any:
 
 @get(SPACE + "/postings/{posting_id:str}", opt=READ, responses=problems())
 async def get_posting(
-    request: Req, space_id: FromPath[str], posting_id: FromPath[str]
+    request: Req,
+    ledger_min_position: MinPosition,
+    space_id: FromPath[str],
+    posting_id: FromPath[str],
 ) -> wire.Posting:
     """A posting."""
     services = services_of(request)
     view = await read(
         request,
+        ledger_min_position,
         services.read_models.posting,
         path_id(request, "space_id"),
         path_id(request, "posting_id"),
@@ -320,13 +346,17 @@ async def get_posting(
 
 @get(SPACE + "/reports/trial-balance", opt=READ, responses=problems())
 async def trial_balance(
-    request: Req, space_id: FromPath[str], as_of: FromQuery[str | None] = None
+    request: Req,
+    ledger_min_position: MinPosition,
+    space_id: FromPath[str],
+    as_of: FromQuery[str | None] = None,
 ) -> wire.TrialBalance:
     """Each account's net posted balance as of a date in its debit or credit column; per
     currency the columns' totals are equal."""
     services = services_of(request)
     view = await read(
         request,
+        ledger_min_position,
         services.read_models.trial_balance,
         path_id(request, "space_id"),
         day(as_of, "as_of") or today(),
@@ -375,11 +405,15 @@ async def list_assets(request: Req) -> wire.AssetList:
 
 @get("/v1/events", opt=read_opt("admin"), responses=problems())
 async def list_events(
-    request: Req, after: FromQuery[str | None] = None, limit: FromQuery[str | None] = None
+    request: Req,
+    ledger_min_position: MinPosition,
+    after: FromQuery[str | None] = None,
+    limit: FromQuery[str | None] = None,
 ) -> wire.EventPage:
     """The log itself, for integrations (admin): events after a position, in log order."""
     page = await read(
         request,
+        ledger_min_position,
         services_of(request).read_models.events,
         after=_parse_after(after),
         limit=page_limit(limit),
@@ -407,7 +441,8 @@ def _parse_after(text: str | None) -> int:
     return int(text)
 
 
-READ_ROUTES: Final = (
+#: Reads of the projections: each honours `Ledger-Min-Position`.
+PROJECTION_READS: Final = (
     get_space,
     list_accounts,
     get_account,
@@ -416,6 +451,6 @@ READ_ROUTES: Final = (
     list_postings,
     get_posting,
     trial_balance,
-    list_assets,
     list_events,
 )
+READ_ROUTES: Final = (*PROJECTION_READS, list_assets)
