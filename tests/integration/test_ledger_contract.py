@@ -773,3 +773,213 @@ def hold_key(book: Book) -> str:
     key = holds[0].idempotency_key
     assert key is not None
     return key
+
+
+# Tokens, stored refusals, keys ------------------------------------------------------------------
+
+
+def token_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_issue_and_revoke_tokens(ledger: Ledger) -> None:
+    from ledger_core.limits import MAX_SPACES_PER_TOKEN
+    from ledger_core.records import TokenRecord
+    from ledger_core.store import GLOBAL_SCOPE
+
+    space = uuid4()
+    issue = cmd.IssueToken(
+        idempotency_key="t1", token_hash=token_hash("a"), role="write", spaces=(space,)
+    )
+    token = ledger.execute(issue).outcome
+    assert isinstance(token, TokenRecord)
+    assert (token.role, token.spaces, token.revoked) == ("write", (space,), False)
+    assert ledger.token_by_hash(token_hash("a")) == token
+    assert ledger.execute(issue).replayed
+    for bad in (
+        cmd.IssueToken(idempotency_key="t2", token_hash=token_hash("a"), role="read"),  # same hash
+        cmd.IssueToken(idempotency_key="t3", token_hash="not-hex", role="read"),
+        cmd.IssueToken(idempotency_key="t4", token_hash=token_hash("b"), role="owner"),  # type: ignore[arg-type]
+        cmd.IssueToken(
+            idempotency_key="t5",
+            token_hash=token_hash("c"),
+            role="read",
+            spaces=tuple(uuid4() for _ in range(MAX_SPACES_PER_TOKEN + 1)),
+        ),
+    ):
+        with pytest.raises(errors.InvalidRequest):
+            ledger.execute(bad)
+    at_edge = cmd.IssueToken(
+        idempotency_key="t6",
+        token_hash=token_hash("d"),
+        role="read",
+        spaces=tuple(uuid4() for _ in range(MAX_SPACES_PER_TOKEN)),
+    )
+    assert len(ledger.execute(at_edge).outcome.spaces) == MAX_SPACES_PER_TOKEN  # type: ignore[union-attr]
+    revoked = ledger.execute(cmd.RevokeToken(idempotency_key="r1", token_id=token.id)).outcome
+    assert isinstance(revoked, TokenRecord) and revoked.revoked
+    assert ledger.token_by_hash(token_hash("a")) is None
+    # Not found is not stored: revoke a token that exists only once issued with key "later".
+    later_id = rules.command_id(GLOBAL_SCOPE, "later")
+    revoke_later = cmd.RevokeToken(idempotency_key="r2", token_id=later_id)
+    with pytest.raises(errors.TokenNotFound):
+        ledger.execute(revoke_later)
+    ledger.execute(cmd.IssueToken(idempotency_key="later", token_hash=token_hash("e"), role="read"))
+    assert ledger.execute(revoke_later).outcome.revoked  # type: ignore[union-attr]
+
+
+def test_record_refusal_is_answered_again(book: Book) -> None:
+    refusal = cmd.RecordRefusal(
+        idempotency_key="bad-body",
+        space_id=book.space_id,
+        fingerprint=b"digest-of-the-body",
+        code="invalid-request",
+        detail="unknown field 'colour'",
+    )
+    first = book.refused("invalid-request", refusal)
+    assert (first.detail, first.replayed) == ("unknown field 'colour'", False)
+    again = book.refused("invalid-request", refusal)
+    assert (again.detail, again.replayed) == ("unknown field 'colour'", True)
+    other = msgspec.structs.replace(refusal, fingerprint=b"another body")
+    book.refused("idempotency-key-reused", other)
+    checking = book.open()
+    book.refused(
+        "idempotency-key-reused",
+        book.command(cmd.FreezeAccount, account_id=checking, idempotency_key="bad-body"),
+    )
+    not_stored = msgspec.structs.replace(refusal, idempotency_key="nf", code="account-not-found")
+    book.refused("invalid-request", not_stored)
+    global_refusal = msgspec.structs.replace(refusal, space_id=None, idempotency_key="global")
+    book.refused("invalid-request", global_refusal)
+    assert book.refused("invalid-request", global_refusal).replayed
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        ("", "idempotency-key-missing"),
+        ("k" * 256, "malformed-request"),
+        ("clé", "malformed-request"),
+    ],
+)
+def test_malformed_keys_are_refused_and_not_stored(book: Book, key: str, code: str) -> None:
+    checking = book.open()
+    before = book.fingerprint()
+    error = book.refused(
+        code, book.command(cmd.FreezeAccount, account_id=checking, idempotency_key=key)
+    )
+    assert not error.stored
+    assert book.fingerprint() == before
+    assert (
+        book.run(cmd.FreezeAccount, account_id=checking, idempotency_key="k" * 255).position
+        is not None
+    )
+
+
+def test_keys_are_scoped_to_their_space(ledger: Ledger) -> None:
+    first, second = Book(ledger), Book(ledger)
+    one = first.ledger.execute(
+        first.command(
+            cmd.OpenAccount, name="A", type="asset", currency="USD", idempotency_key="same"
+        )
+    )
+    two = second.ledger.execute(
+        second.command(
+            cmd.OpenAccount, name="B", type="equity", currency="USD", idempotency_key="same"
+        )
+    )
+    assert not one.replayed and not two.replayed
+    assert one.outcome.id != two.outcome.id  # type: ignore[union-attr]
+    # A global key is separate from every space's keys.
+    assert not ledger.execute(
+        cmd.OpenSpace(idempotency_key="same", name="C", base_currency="USD")
+    ).replayed
+
+
+def test_writer_text_limits_at_and_past_the_edge(ledger: Ledger) -> None:
+    from ledger_core.limits import MAX_ASSET_NAME_LENGTH, MAX_SPACE_NAME_LENGTH
+
+    ledger.execute(
+        cmd.OpenSpace(idempotency_key="s1", name="n" * MAX_SPACE_NAME_LENGTH, base_currency="USD")
+    )
+    with pytest.raises(errors.InvalidRequest):
+        ledger.execute(
+            cmd.OpenSpace(
+                idempotency_key="s2", name="n" * (MAX_SPACE_NAME_LENGTH + 1), base_currency="USD"
+            )
+        )
+    ledger.execute(
+        cmd.RegisterAsset(
+            idempotency_key="a1", code="HRS", exponent=2, name="n" * MAX_ASSET_NAME_LENGTH
+        )
+    )
+    with pytest.raises(errors.InvalidRequest):
+        ledger.execute(
+            cmd.RegisterAsset(
+                idempotency_key="a2", code="PTS", exponent=0, name="n" * (MAX_ASSET_NAME_LENGTH + 1)
+            )
+        )
+
+
+async def test_duplicates_in_one_group_commit_get_one_answer(book: Book) -> None:
+    """The same command sent many times at once, in one batch of the writer: recorded once,
+    answered identically, exactly one answer not a replay."""
+    import asyncio
+
+    checking, equity = book.open(), book.open("equity")
+    same = book.posting(checking, equity, "1.00", key="burst")
+    others = [book.posting(checking, equity, "0.01") for _ in range(20)]
+    reused = book.posting(checking, equity, "9.99", key="burst")
+    results = await asyncio.gather(
+        *(book.ledger.submit(c) for c in [same] * 10 + others + [reused]), return_exceptions=True
+    )
+    answers, other_answers, last = results[:10], results[10:30], results[30]
+    assert all(isinstance(a, CommandResult) for a in answers + other_answers), results
+    first = answers[0]
+    assert all((a.outcome, a.position) == (first.outcome, first.position) for a in answers)  # type: ignore[union-attr]
+    assert answers[0].position is not None  # type: ignore[union-attr]
+    assert sum(not a.replayed for a in answers) == 1  # type: ignore[union-attr]
+    assert isinstance(last, errors.IdempotencyKeyReused)
+    assert book.posted(checking) == 100 + 20
+    assert len([e for e in book.events(ev.PostingRecorded) if e.idempotency_key == "burst"]) == 1
+
+
+def test_reversal_after_loading_from_a_snapshot(
+    book: Book, clock: ManualClock, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh Ledger loads the space from its snapshot, with no recent postings in memory:
+    reversals, captures and voids of older postings are found in the store."""
+    import ledger_core.writer
+
+    monkeypatch.setattr(ledger_core.writer, "SNAPSHOT_INTERVAL_EVENTS", 3)
+    checking, equity = book.open(), book.open("equity")
+    plain = book.post(checking, equity, "10.00")
+    reversed_early = book.post(checking, equity, "2.00")
+    book.run(cmd.ReversePosting, posting_id=reversed_early.id)
+    captured = book.post(equity, checking, "5.00", pending=True)
+    book.run(cmd.PostPending, posting_id=captured.id, amount="3.00")
+    voided = book.post(equity, checking, "1.00", pending=True)
+    book.run(cmd.VoidPending, posting_id=voided.id)
+    batch = book.ledger.execute(batch_of(book, [spec(checking, equity, "4.00")]))
+    batch_item = batch.outcome.postings[0]  # type: ignore[union-attr]
+    live = book.fingerprint()
+    book.ledger.close()
+    with Ledger.open(database_url, clock=clock) as reopened:
+        assert reopened.store.latest_snapshot(book.space_id) is not None
+        assert reopened.inspect(book.space_id, state_fingerprint) == live
+        book.ledger = reopened
+        assert reopened.inspect(book.space_id, lambda s: len(s.recent_postings)) < 6
+        book.refused(
+            "posting-already-reversed",
+            book.command(cmd.ReversePosting, posting_id=reversed_early.id),
+        )
+        book.refused("posting-not-pending", book.command(cmd.VoidPending, posting_id=voided.id))
+        book.refused("posting-not-posted", book.command(cmd.ReversePosting, posting_id=voided.id))
+        for original, amount in [(plain, 1000), (captured, 300), (batch_item, 400)]:
+            reversal = book.run(cmd.ReversePosting, posting_id=original.id).outcome
+            assert isinstance(reversal, PostingRecord)
+            assert [e.amount_minor for e in reversal.entries] == [amount, amount]
+        assert book.posted(checking) == 0
+        assert book.reloaded() == book.fingerprint()
