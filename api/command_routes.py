@@ -188,14 +188,16 @@ def _issued_token(request: Req, record: TokenRecord) -> wire.IssuedToken:
     responses=problems(),
     status_code=204,
 )
-async def revoke_token(request: Req, token_id: FromPath[str]) -> None:
+async def revoke_token(request: Req, token_id: FromPath[str]) -> Response[None]:
     """Revoke a token (no key needed: revoking twice is revoking once)."""
     target = path_id(request, "token_id")
-    await services_of(request).ledger.submit(
+    result = await services_of(request).ledger.submit(
         cmd.RevokeToken(
             token_id=target, idempotency_key=f"revoke:{target}", context=context_of(request)
         )
     )
+    headers = {"Ledger-Position": str(result.position)} if result.position is not None else {}
+    return Response(None, status_code=204, headers=headers)
 
 
 # Accounts -----------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def test_assets_and_tokens(api: Api) -> None:
     assert api.ok(reader.get(f"/v1/spaces/{space}"), 200)["id"] == space
     deleted = api.send("DELETE", f"/v1/tokens/{issued['id']}", key=None)
     assert deleted.status_code == 204 and deleted.content == b""
+    assert int(deleted.headers["ledger-position"]) > 0
     problem_of(reader.get(f"/v1/spaces/{space}"), 401, "unauthenticated")
     again = api.send("DELETE", f"/v1/tokens/{issued['id']}", key=None)
     assert again.status_code == 204

@@ -127,6 +127,10 @@ def test_the_api_matches_its_schema_and_never_fails(case: Any, live_server: Live
     for name, existing in live_server.ids.items():
         if case.path_parameters and name in case.path_parameters and chooser.random() < 0.5:
             case.path_parameters[name] = existing
+    if case.headers and case.headers.get("Ledger-Min-Position", "").isdigit():
+        # A position the log has not reached answers 503 by contract (test_reads); here the
+        # header's parsing is fuzzed, with a position that is always reached.
+        case.headers["Ledger-Min-Position"] = "0"
     case.call_and_validate(
         base_url=live_server.base_url,
         headers=ADMIN,
