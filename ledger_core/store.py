@@ -32,8 +32,14 @@ from uuid import UUID
 
 import msgspec
 import psycopg
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    Notification,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.persistence import IntegrityError as RecorderIntegrityError
-from eventsourcing.persistence import Notification, PersistenceError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -108,9 +114,13 @@ class AppendBatch:
 
 
 class LedgerStore:
-    """The interface the writer and the readers use; one subclass per database."""
+    """The interface the writer and the readers use; one subclass per database. Reading streams,
+    snapshots and the notification log goes through eventsourcing's recorders (`events`,
+    `snapshots`), the same on both databases."""
 
     kind = "abstract"
+    events: ApplicationRecorder
+    snapshots: AggregateRecorder
 
     def create_tables(self) -> None:
         raise NotImplementedError
@@ -120,27 +130,33 @@ class LedgerStore:
         raise NotImplementedError
 
     def stream(self, stream_id: UUID, after_version: int = 0) -> list[StoredEvent]:
-        raise NotImplementedError
+        return list(self.events.select_events(stream_id, gt=after_version))
 
     def stream_event(self, stream_id: UUID, version: int) -> StoredEvent | None:
         events = self.stream(stream_id, after_version=version - 1)
         return events[0] if events and events[0].originator_version == version else None
 
     def latest_snapshot(self, stream_id: UUID) -> StoredEvent | None:
-        raise NotImplementedError
+        found = self.snapshots.select_events(stream_id, desc=True, limit=1)
+        return found[0] if found else None
 
     def save_snapshot(self, snapshot: StoredEvent) -> None:
-        raise NotImplementedError
+        # Another process may have written the same snapshot version first: equal by construction.
+        with contextlib.suppress(RecorderIntegrityError):
+            self.snapshots.insert_events([snapshot])
 
     def command_rows(self, scope_id: UUID, ids: Sequence[UUID]) -> dict[UUID, CommandRow]:
         raise NotImplementedError
 
     def notifications(self, after: int, limit: int) -> Sequence[Notification]:
         """Events with position > `after`, in position order."""
-        raise NotImplementedError
+        found: Sequence[Notification] = self.events.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return found
 
     def max_position(self) -> int:
-        raise NotImplementedError
+        return self.events.max_notification_id() or 0
 
     def stream_ids(self) -> list[UUID]:
         """Every stream's id (spaces and the assets stream)."""
@@ -268,6 +284,8 @@ class PostgresLocation:
 
 class PostgresLedgerStore(LedgerStore):
     kind = "postgresql"
+    events: PostgresApplicationRecorder
+    snapshots: PostgresAggregateRecorder
 
     def __init__(self, url: str, *, pool_size: int = 4, max_overflow: int = 8) -> None:
         location = PostgresLocation.from_url(url)
@@ -347,18 +365,6 @@ class PostgresLedgerStore(LedgerStore):
             with contextlib.suppress(Exception):
                 connection.close()
 
-    def stream(self, stream_id: UUID, after_version: int = 0) -> list[StoredEvent]:
-        return list(self.events.select_events(stream_id, gt=after_version))
-
-    def latest_snapshot(self, stream_id: UUID) -> StoredEvent | None:
-        found = self.snapshots.select_events(stream_id, desc=True, limit=1)
-        return found[0] if found else None
-
-    def save_snapshot(self, snapshot: StoredEvent) -> None:
-        # Another process may have written the same snapshot version first: equal by construction.
-        with contextlib.suppress(RecorderIntegrityError):
-            self.snapshots.insert_events([snapshot])
-
     def command_rows(self, scope_id: UUID, ids: Sequence[UUID]) -> dict[UUID, CommandRow]:
         if not ids:
             return {}
@@ -372,15 +378,6 @@ class PostgresLedgerStore(LedgerStore):
                 (scope_id, list(ids)),
             )
             return {row.id: row for row in map(_row_to_command, cursor.fetchall())}
-
-    def notifications(self, after: int, limit: int) -> Sequence[Notification]:
-        found: Sequence[Notification] = self.events.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        )
-        return found
-
-    def max_position(self) -> int:
-        return self.events.max_notification_id() or 0
 
     def stream_ids(self) -> list[UUID]:
         with self.datastore.get_connection() as connection:
@@ -498,6 +495,8 @@ def _hex(value: UUID | None) -> str | None:
 
 class SQLiteLedgerStore(LedgerStore):
     kind = "sqlite"
+    events: SQLiteApplicationRecorder
+    snapshots: SQLiteAggregateRecorder
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -582,17 +581,6 @@ class SQLiteLedgerStore(LedgerStore):
         except (PersistenceError, sqlite3.Error) as error:
             raise StoreUnavailable(str(error)) from error
 
-    def stream(self, stream_id: UUID, after_version: int = 0) -> list[StoredEvent]:
-        return list(self.events.select_events(stream_id, gt=after_version))
-
-    def latest_snapshot(self, stream_id: UUID) -> StoredEvent | None:
-        found = self.snapshots.select_events(stream_id, desc=True, limit=1)
-        return found[0] if found else None
-
-    def save_snapshot(self, snapshot: StoredEvent) -> None:
-        with contextlib.suppress(RecorderIntegrityError):
-            self.snapshots.insert_events([snapshot])
-
     def command_rows(self, scope_id: UUID, ids: Sequence[UUID]) -> dict[UUID, CommandRow]:
         if not ids:
             return {}
@@ -609,15 +597,6 @@ class SQLiteLedgerStore(LedgerStore):
                     command = _row_to_command(tuple(row))
                     found[command.id] = command
         return found
-
-    def notifications(self, after: int, limit: int) -> Sequence[Notification]:
-        found: Sequence[Notification] = self.events.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        )
-        return found
-
-    def max_position(self) -> int:
-        return self.events.max_notification_id() or 0
 
     def stream_ids(self) -> list[UUID]:
         with self.datastore.transaction(commit=False) as cursor:
