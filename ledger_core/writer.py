@@ -530,16 +530,7 @@ class Writer:
         fingerprint = cmd.command_fingerprint(command)
         known: KeyAnswer | None = scope_state.recent_keys.get(row_id)
         if known is not None:
-            if known.fingerprint != fingerprint:
-                request.error = errors.IdempotencyKeyReused(
-                    "this idempotency key was used for another request"
-                )
-            else:
-                request.answer = known
-                request.replayed = True
-                request.error = _refusal_error_of(known.outcome)
-                if request.error is not None:
-                    request.error.replayed = True
+            _answer_known(request, known, fingerprint)
             return
         row = CommandRow(scope_id=scope_id, id=row_id, idempotency_key=key, fingerprint=fingerprint)
         handler = _HANDLERS[type(command)]
@@ -547,6 +538,13 @@ class Writer:
             outcome = handler(self, command, scope_state, plan, row)
         except errors.LedgerError as error:
             if not error.stored:
+                # A key older than the in-memory window keeps its first answer (or is reused)
+                # even when this body would be a not-found: look it up before answering that.
+                found = self.store.command_rows(scope_id, [row_id]).get(row_id)
+                if found is not None and found.fingerprint is not None and found.outcome:
+                    stored = KeyAnswer(found.fingerprint, decode_outcome(found.outcome), found)
+                    _answer_known(request, stored, fingerprint)
+                    return
                 request.error = error
                 return
             outcome = RefusalRecord(code=error.code, detail=error.detail, extra=error.extra)
@@ -1121,6 +1119,20 @@ def _answer_of(request: _Request) -> tuple[Any, bool]:
 
 def _is_done(request: _Request) -> bool:
     return request.future is not None and request.future.done()
+
+
+def _answer_known(request: _Request, known: KeyAnswer, fingerprint: bytes) -> None:
+    """Answer a key used before: its first answer again, or `idempotency-key-reused`."""
+    if known.fingerprint != fingerprint:
+        request.error = errors.IdempotencyKeyReused(
+            "this idempotency key was used for another request"
+        )
+        return
+    request.answer = known
+    request.replayed = True
+    request.error = _refusal_error_of(known.outcome)
+    if request.error is not None:
+        request.error.replayed = True
 
 
 def _refusal_error_of(outcome: Outcome) -> errors.LedgerError | None:

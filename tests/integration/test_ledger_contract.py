@@ -734,6 +734,12 @@ def test_keys_out_of_memory_still_answer_the_stored_result(
         declined.position,
     )
     book.refused("idempotency-key-reused", book.posting(checking, equity, "3.50", key="old"))
+    # Regression: another body that would be a not-found once answered `account-not-found`.
+    book.refused("idempotency-key-reused", book.posting(checking, uuid4(), "3.00", key="old"))
+    book.refused(
+        "idempotency-key-reused",
+        book.command(cmd.FreezeAccount, account_id=uuid4(), idempotency_key="declined"),
+    )
     assert book.posted(checking) == 700
     rows = book.ledger.store.command_rows(
         book.space_id,
