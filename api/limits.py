@@ -23,5 +23,10 @@ MAX_REQUEST_ID_LENGTH: Final = 128
 #: Longest cursor text accepted in a query string (a cursor is the server's own short token).
 MAX_CURSOR_LENGTH: Final = 512
 
+#: Threads that run the synchronous read-model queries: as many as the read models' PostgreSQL
+#: pool has connections (projections.queries.READ_POOL_MAX_CONNECTIONS), so no thread waits for
+#: a connection while holding a place, and no more threads than that contend for the GIL.
+READ_THREADS: Final = 8
+
 #: Largest `Ledger-Min-Position` / `after` accepted: a signed 64-bit position.
 MAX_POSITION: Final = 2**63 - 1

@@ -9,6 +9,8 @@ the projections applied position n, so a client reads its own writes; past the b
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final, TypeVar, get_args
@@ -45,9 +47,20 @@ async def read(
     request: Req, min_position: str | None, query: Callable[..., T], *args: Any, **kwargs: Any
 ) -> T:
     """Wait for `Ledger-Min-Position` if asked, then run a read model query in a thread."""
+    services = services_of(request)
     if min_position is not None:
-        await _wait_for_min_position(services_of(request), min_position)
-    return await sync_to_thread(query, *args, **kwargs)
+        await _wait_for_min_position(services, min_position)
+    return await in_read_thread(services, query, *args, **kwargs)
+
+
+async def in_read_thread(
+    services: Services, query: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """Run a synchronous read-model query on the app's read threads (api.limits.READ_THREADS)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        services.read_executor, functools.partial(query, *args, **kwargs)
+    )
 
 
 async def _wait_for_min_position(services: Services, header: str) -> None:
@@ -114,7 +127,9 @@ async def _check_account(request: Req) -> None:
     """An empty list of an account's entries: is there such an account at all?"""
     read_models = services_of(request).read_models
     account_id = path_id(request, "account_id")
-    view = await sync_to_thread(read_models.account, path_id(request, "space_id"), account_id)
+    view = await in_read_thread(
+        services_of(request), read_models.account, path_id(request, "space_id"), account_id
+    )
     await _found(request, view, errors.AccountNotFound(f"no account {account_id} in this space"))
 
 
@@ -122,7 +137,10 @@ async def _check_space(request: Req) -> None:
     """A missing space answers 404 `space-not-found` for every read on it. Checked only when a
     read found nothing, so a read that finds something costs no extra query."""
     space_id = path_id(request, "space_id")
-    if await sync_to_thread(services_of(request).read_models.space, space_id) is None:
+    if (
+        await in_read_thread(services_of(request), services_of(request).read_models.space, space_id)
+        is None
+    ):
         raise errors.SpaceNotFound(f"no space {space_id}")
 
 

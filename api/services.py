@@ -8,12 +8,14 @@ are and not closed.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request
 
 from api.auth import hash_token
+from api.limits import READ_THREADS
 from api.metrics import Metrics
 from ledger_core.ledger import Ledger
 from ledger_core.settings import LedgerSettings
@@ -33,6 +35,7 @@ class Services:
     _ledger: Ledger | None = None
     _read_models: ReadModels | None = None
     runner: ProjectionRunner | None = None
+    read_executor: ThreadPoolExecutor | None = None
     admin_token_hash: str | None = field(default=None)
 
     @property
@@ -58,6 +61,7 @@ class Services:
             self.admin_token_hash = hash_token(self.settings.admin_token)
         self._ledger = self.ledger_given or Ledger.open(settings=self.settings)
         self._read_models = self.read_models_given or _open_read_models(url)
+        self.read_executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ledger-read")
         if self.run_projections:
             from projections.runner import ProjectionRunner
 
@@ -66,6 +70,9 @@ class Services:
         self.metrics.watch_projection_lag(self.projection_lag)
 
     def stop(self) -> None:
+        if self.read_executor is not None:
+            self.read_executor.shutdown(wait=True)
+            self.read_executor = None
         if self.runner is not None:
             self.runner.stop()
             self.runner = None
