@@ -22,7 +22,7 @@ end of any date is then one index seek: the closing balance of the latest row on
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any, ClassVar, Final
 from uuid import UUID
 
@@ -31,7 +31,7 @@ import msgspec
 from ledger_core import events as ev
 from ledger_core.types import NORMAL_BALANCE
 from projections.base import LoggedEvent, Projection
-from projections.db import Cursor
+from projections.db import Cursor, Dialect
 
 #: Keys looked up per query when a batch loads its accounts or holds (SQLite allows 32766 bound
 #: variables per statement; two per key).
@@ -65,11 +65,43 @@ def decode_metadata(text: str | bytes) -> dict[str, str]:
     return _metadata_decoder.decode(text)
 
 
+class ValueCache:
+    """Database forms of values that repeat within a batch (a space's id; the dates and the
+    `recorded_at` shared by all the events of one append), converted once."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._uuids: dict[UUID, Any] = {}
+        self._dates: dict[date, Any] = {}
+        self._timestamps: dict[datetime, Any] = {}
+
+    def uuid(self, value: UUID) -> Any:
+        found = self._uuids.get(value)
+        if found is None:
+            found = self._uuids[value] = self.dialect.uuid(value)
+        return found
+
+    def date(self, value: date) -> Any:
+        found = self._dates.get(value)
+        if found is None:
+            found = self._dates[value] = self.dialect.date(value)
+        return found
+
+    def timestamp(self, value: datetime | None) -> Any:
+        if value is None:
+            return None
+        found = self._timestamps.get(value)
+        if found is None:
+            found = self._timestamps[value] = self.dialect.timestamp(value)
+        return found
+
+
 class AccountRow:
     """An account's row while a batch is applied."""
 
     __slots__ = (
         "account_id",
+        "account_value",
         "code",
         "currency",
         "dirty",
@@ -108,6 +140,8 @@ class AccountRow:
         ) = values
         self.is_new = is_new
         self.dirty = is_new
+        #: The account id as the database stores it (converted once per batch).
+        self.account_value: Any = None
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -176,6 +210,7 @@ class _Batch:
         self.projection = projection
         self.database = projection.database
         self.dialect = projection.dialect
+        self.values = ValueCache(projection.dialect)
         self.cursor = cursor
         self.accounts: dict[tuple[UUID, UUID], AccountRow] = {}
         self.holds: dict[tuple[UUID, UUID], Hold] = {}
@@ -254,6 +289,7 @@ class _Batch:
             values = list(row)
             values[0], values[1] = dialect.to_uuid(row[0]), dialect.to_uuid(row[1])
             account = AccountRow(values, is_new=False)
+            account.account_value = row[1]
             self.accounts[(account.space_id, account.account_id)] = account
 
     # Applying ----------------------------------------------------------------------------------
@@ -295,7 +331,9 @@ class _Batch:
             0,
             0,
         )
-        self.accounts[(logged.stream_id, event.account_id)] = AccountRow(values, is_new=True)
+        account = AccountRow(values, is_new=True)
+        account.account_value = self.dialect.uuid(event.account_id)
+        self.accounts[(logged.stream_id, event.account_id)] = account
 
     def _account(self, logged: LoggedEvent, account_id: UUID) -> AccountRow:
         account = self.accounts[(logged.stream_id, account_id)]
@@ -352,9 +390,9 @@ class _Batch:
         effective_date: date,
     ) -> None:
         dialect, space_id, daily = self.dialect, logged.stream_id, self.daily
-        space_value, posting_value = dialect.uuid(space_id), dialect.uuid(posting_id)
-        date_value = dialect.date(effective_date)
-        recorded_value = dialect.timestamp(logged.event.recorded_at)
+        space_value, posting_value = self.values.uuid(space_id), dialect.uuid(posting_id)
+        date_value = self.values.date(effective_date)
+        recorded_value = self.values.timestamp(logged.event.recorded_at)
         for leg, entry in enumerate(entries):
             account = self._account(logged, entry.account_id)
             amount = (
@@ -366,7 +404,7 @@ class _Batch:
             self.entries.append(
                 (
                     space_value,
-                    dialect.uuid(entry.account_id),
+                    account.account_value,
                     logged.position,
                     leg,
                     posting_value,

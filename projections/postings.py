@@ -22,7 +22,7 @@ from uuid import UUID
 
 from ledger_core import events as ev
 from ledger_core.store import COMMANDS_TABLE
-from projections.balances import encode_entries, encode_metadata
+from projections.balances import ValueCache, encode_entries, encode_metadata
 from projections.base import LoggedEvent, Projection
 from projections.db import Cursor, Database
 
@@ -67,14 +67,15 @@ class PostingsProjection(Projection):
         #: (space, posting) -> [status, entries, reversed_by] for rows older than the batch.
         updates: dict[tuple[UUID, UUID], list[Any]] = {}
         dialect = self.dialect
+        values = ValueCache(dialect)
         for logged in events:
             event = logged.event
             if isinstance(event, ev.PostingRecorded | ev.PostingDeclined):
                 key = (logged.stream_id, event.posting_id)
-                new_rows[key] = self._row(logged, event)
-                space_value, posting_value = dialect.uuid(key[0]), dialect.uuid(key[1])
+                new_rows[key] = self._row(logged, event, values)
+                space_value, posting_value = values.uuid(key[0]), dialect.uuid(key[1])
                 touched.extend(
-                    (space_value, dialect.uuid(account_id), logged.position, posting_value)
+                    (space_value, values.uuid(account_id), logged.position, posting_value)
                     for account_id in dict.fromkeys(e.account_id for e in event.entries)
                 )
                 if isinstance(event, ev.PostingRecorded) and event.reverses is not None:
@@ -91,26 +92,29 @@ class PostingsProjection(Projection):
         self._write(cursor, list(new_rows.values()), touched, updates)
 
     def _row(
-        self, logged: LoggedEvent, event: ev.PostingRecorded | ev.PostingDeclined
+        self,
+        logged: LoggedEvent,
+        event: ev.PostingRecorded | ev.PostingDeclined,
+        values: ValueCache,
     ) -> list[Any]:
         dialect = self.dialect
         status = "pending" if event.pending else "posted"
         if isinstance(event, ev.PostingDeclined):
             status = "declined"
         return [
-            dialect.uuid(logged.stream_id),
+            values.uuid(logged.stream_id),
             dialect.uuid(event.posting_id),
             logged.position,
             status,
             encode_entries(event.entries),
             event.description,
-            dialect.date(event.effective_date),
+            values.date(event.effective_date),
             event.merchant,
             dialect.uuid(event.category_id),
             encode_metadata(event.metadata),
             dialect.boolean(event.pending),
             dialect.timestamp(event.expires_at),
-            dialect.timestamp(event.recorded_at),
+            values.timestamp(event.recorded_at),
             dialect.uuid(event.reverses),
             None,
             event.reason if isinstance(event, ev.PostingDeclined) else None,
