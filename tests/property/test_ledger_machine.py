@@ -2,9 +2,10 @@
 
 Random sequences of commands (open accounts of every type in USD and JPY with or without an
 overdraft limit; post; hold; capture fully or partly; void; let holds expire by moving an injected
-clock; reverse; freeze, unfreeze and close; retry a command with the same key and the same body or
-another body) run against a real Ledger while a small model of the expected books, written
-independently of `ledger_core.rules`, predicts every answer. After every step it checks:
+clock; reverse; change limits; freeze, unfreeze and close; retry a command with the same key and
+the same body or another body) run against a real Ledger while a small model of the expected
+books, written independently of `ledger_core.rules`, predicts every answer. After every step
+it checks:
 
 - money is conserved per currency (debits equal credits across all posted balances);
 - each account's posted balance is its credits minus its debits in its normal direction;
@@ -453,6 +454,25 @@ class LedgerMachine(RuleBasedStateMachine):
         account.status = {"freeze": "frozen", "unfreeze": "active", "close": "closed"}[action]
         assert isinstance(result, CommandResult) and isinstance(result.outcome, AccountRecord)
         assert result.outcome.status == account.status
+
+    @precondition(lambda self: bool(self.model.accounts))
+    @rule(data=st.data(), limit=st.one_of(st.none(), st.sampled_from([0, 300, 2000])))
+    def set_limit(self, data: st.DataObject, limit: int | None) -> None:
+        account = data.draw(st.sampled_from(list(self.model.accounts.values())))
+        text = None if limit is None else format_amount(limit, EXPONENTS[account.currency])
+        command = cmd.UpdateAccount(
+            idempotency_key=self.key(),
+            space_id=self.space_id,
+            account_id=account.id,
+            overdraft_limit=text,
+        )
+        if account.status == "closed":
+            self.send(command, "account-closed")
+        elif limit is not None and account.available < -limit:
+            self.send(command, "limit-below-available")
+        else:
+            self.send(command, None)
+            account.limit = limit
 
     @precondition(lambda self: bool(self.model.keys))
     @rule(data=st.data())
