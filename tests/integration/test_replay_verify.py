@@ -4,6 +4,11 @@ and a corrupted event row."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -20,6 +25,7 @@ from ledger_core.commands import (
 )
 from projections.base import TRACKING_TABLE
 from projections.db import Database
+from projections.queries import ReadModels
 from projections.rebuild import REPLAY_SUFFIX, build, prepare_copies, replay
 from projections.registry import PROJECTIONS
 from projections.verify import dump_tables, verify
@@ -237,3 +243,50 @@ def test_replay_and_status_through_the_cli(story: Story) -> None:
     assert rows["balances"][1:4] == [str(story.position), "0", "0"]
     unknown = CliRunner().invoke(main, ["replay", "--projection", "nope"], env=env)
     assert unknown.exit_code != 0
+
+
+def test_readers_never_see_a_half_built_table_during_replay(story: Story) -> None:
+    url = story.runner.database.url
+    expected = story.reads.account(story.space_id, story.checking)
+    expected_entries = story.reads.entries(story.space_id, story.checking, limit=500).items
+    assert expected is not None and expected_entries
+    seen: list[object] = []
+    stop = threading.Event()
+
+    def read_continuously() -> None:
+        with ReadModels(url) as reads:
+            while not stop.is_set():
+                account = reads.account(story.space_id, story.checking)
+                entries = reads.entries(story.space_id, story.checking, limit=500).items
+                seen.append((account, entries))
+
+    reader = threading.Thread(target=read_continuously)
+    reader.start()
+    try:
+        for _ in range(3):
+            replay(url)
+    finally:
+        stop.set()
+        reader.join(30)
+    assert len(seen) > 3
+    assert all(item == (expected, expected_entries) for item in seen)
+
+
+def test_ledger_project_runs_until_terminated(story: Story) -> None:
+    env = {**os.environ, "LEDGER_DATABASE_URL": story.runner.database.url}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from api.cli import main; main()", "project"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert story.reads.wait_for_position(story.position, timeout_s=30)
+        story.post(story.checking, story.salary, "1.00")
+        assert story.reads.wait_for_position(story.position, timeout_s=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "projecting balances, postings" in output and "stopped" in output
