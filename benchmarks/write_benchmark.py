@@ -1,7 +1,7 @@
 """The write benchmark of issue 2: two-entry postings through `await ledger.submit(RecordPosting)`.
 
     python -m benchmarks.write_benchmark [--backend postgresql|sqlite|both] [--seconds N] [--quick]
-                                         [--profile]
+                                         [--rounds N] [--profile]
 
 For each backend (a scratch PostgreSQL database created for the run and dropped after, or an
 SQLite file in a temporary directory), it opens a space with 1,000 asset accounts without
@@ -15,11 +15,13 @@ timed), then measures one cell per shape and number of submitters:
 
 A cell warms up (default 1 s), then counts the postings answered inside a fixed window (default
 8 s): postings/s, latency p50/p99 (submit to answer), the writer's batches and commands per batch
-in the window, and the process CPU time per posting. The same run measures the reference of
-DESIGN.md before and after the cells (pgbench TPC-B 16 clients; SQLite's raw single-row commit
-rate) and reports each cell's ratio to the mean of the two samples. `--profile` adds one uniform
-cell at the largest submitter count (PostgreSQL if it runs) under cProfile, in every thread of a
-freshly opened ledger and in the event loop thread, and writes
+in the window, and the CPU time per posting of the process and of each of its threads. The same
+run measures the reference of DESIGN.md (pgbench TPC-B 16 clients; SQLite's raw single-row commit
+rate) after the preload and after each round of cells, and reports each cell's ratio to the mean
+of the samples just before and after its round. The machine is shared and noisy: `--rounds N`
+runs every cell N times and reports the medians and the ratio's range. `--profile` adds one
+uniform cell at the largest submitter count (PostgreSQL if it runs) under cProfile, in every
+thread of a freshly opened ledger and in the event loop thread, and writes
 `benchmarks/results/write_profile.txt`.
 """
 
@@ -86,7 +88,8 @@ class Config:
     warmup_seconds: float
     pgbench_seconds: int
     sqlite_reference_seconds: float
-    reference_samples: int
+    reference_after_each_round: bool
+    rounds: int
     profile: bool
     results_directory: Path
     name: str
@@ -111,9 +114,33 @@ class CellResult:
     cpu_us_per_posting: float
     cpu_us_per_posting_by_thread: dict[str, float]
     profiled: bool = False
+    round: int = 1
     reference_name: str = ""
     reference_per_second: float = float("nan")
     ratio: float = float("nan")
+
+
+@dataclass
+class CellSummary:
+    """A cell over its rounds: the median rate, latencies and ratio, and the ratio's spread."""
+
+    backend: str
+    shape: str
+    submitters: int
+    profiled: bool
+    rounds: int
+    postings_per_second: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    refused: int
+    writer_batches: int
+    commands_per_batch: float
+    cpu_us_per_posting: float
+    cpu_us_per_posting_by_thread: dict[str, float]
+    reference_per_second: float
+    ratio: float
+    ratio_min: float
+    ratio_max: float
 
 
 @dataclass
@@ -123,6 +150,7 @@ class BackendRun:
     preload_postings: int
     preload_seconds: float
     cells: list[CellResult] = field(default_factory=list)
+    summaries: list[CellSummary] = field(default_factory=list)
     reference_samples: list[dict[str, Any]] = field(default_factory=list)
     #: The machine's 1-minute load average before and after (it is shared: say how busy it was).
     load_average_1m: list[float] = field(default_factory=list)
@@ -355,7 +383,8 @@ def measure_reference(backend: str, config: Config) -> dict[str, Any]:
 async def run_backend(
     backend: str, url: str, config: Config, run_id: str
 ) -> tuple[BackendRun, str | None]:
-    """Open the book, preload it, run every cell (and the profiled cell if asked)."""
+    """Open the book and preload it; then a reference sample, and for each round every cell
+    followed by a reference sample (the last only, with --quick); then the profiled cell."""
     ledger = Ledger.open(url)
     try:
         book = await common.open_book(ledger, config.accounts, run_id)
@@ -366,31 +395,49 @@ async def run_backend(
         _say(
             f"{backend}: preloaded {config.preload_postings:,} postings in {preload_seconds:.1f} s"
         )
-        for shape in config.shapes:
-            for submitters in config.submitter_counts:
-                cell = await run_cell(
-                    ledger,
-                    book,
-                    backend=backend,
-                    shape=shape,
-                    submitters=submitters,
-                    warmup_seconds=config.warmup_seconds,
-                    measure_seconds=config.measure_seconds,
-                    run_id=run_id,
-                )
-                _say(
-                    f"{backend} {shape:<7} {submitters:>3} submitters: "
-                    f"{cell.postings_per_second:>9,.0f} postings/s, "
-                    f"p50 {cell.latency_ms_p50:.1f} ms, p99 {cell.latency_ms_p99:.1f} ms"
-                )
-                run.cells.append(cell)
+        run.reference_samples.append(_reference_sample(backend, config))
+        for round_number in range(1, config.rounds + 1):
+            await _run_round(ledger, book, config, backend, f"{run_id}-r{round_number}", run)
+            if config.reference_after_each_round or round_number == config.rounds:
+                run.reference_samples.append(_reference_sample(backend, config))
         if not (config.profile and backend == _profiled_backend(config)):
             return run, None
     finally:
         ledger.close()
     cell, profile_report = await run_profiled_cell(url, book, config, backend, run_id)
+    cell.round = config.rounds
     run.cells.append(cell)
     return run, profile_report
+
+
+async def _run_round(
+    ledger: Ledger,
+    book: common.Book,
+    config: Config,
+    backend: str,
+    run_id: str,
+    run: BackendRun,
+) -> None:
+    round_number = 1 + max((cell.round for cell in run.cells), default=0)
+    for shape in config.shapes:
+        for submitters in config.submitter_counts:
+            cell = await run_cell(
+                ledger,
+                book,
+                backend=backend,
+                shape=shape,
+                submitters=submitters,
+                warmup_seconds=config.warmup_seconds,
+                measure_seconds=config.measure_seconds,
+                run_id=run_id,
+            )
+            cell.round = round_number
+            _say(
+                f"{backend} round {round_number} {shape:<7} {submitters:>3} submitters: "
+                f"{cell.postings_per_second:>9,.0f} postings/s, "
+                f"p50 {cell.latency_ms_p50:.1f} ms, p99 {cell.latency_ms_p99:.1f} ms"
+            )
+            run.cells.append(cell)
 
 
 def _profiled_backend(config: Config) -> str:
@@ -398,21 +445,59 @@ def _profiled_backend(config: Config) -> str:
 
 
 def run_with_references(backend: str, config: Config, run_id: str) -> tuple[BackendRun, str | None]:
-    """Reference, cells on a scratch database, reference again (when two samples are asked)."""
+    """Every round of cells on a scratch database between reference samples; each cell's
+    ratio is to the mean of the samples just before and just after its round."""
     load_before = os.getloadavg()[0]
-    samples = [_reference_sample(backend, config)]
     with common.scratch_database(backend) as url:
         run, profile_report = asyncio.run(run_backend(backend, url, config, run_id))
-    if config.reference_samples > 1:
-        samples.append(_reference_sample(backend, config))
-    run.reference_samples = samples
     run.load_average_1m = [load_before, os.getloadavg()[0]]
-    reference = statistics.fmean(s[REFERENCE_NAMES[backend]] for s in samples)
+    rates = [sample[REFERENCE_NAMES[backend]] for sample in run.reference_samples]
     for cell in run.cells:
+        around = rates[cell.round - 1 : cell.round + 1] or rates[-1:]
         cell.reference_name = REFERENCE_NAMES[backend]
-        cell.reference_per_second = reference
-        cell.ratio = cell.postings_per_second / reference
+        cell.reference_per_second = statistics.fmean(around)
+        cell.ratio = cell.postings_per_second / cell.reference_per_second
+    run.summaries = summarise(run.cells)
     return run, profile_report
+
+
+def summarise(cells: Sequence[CellResult]) -> list[CellSummary]:
+    """One summary per cell over its rounds: medians, the spread of the ratio, sums of the
+    writer's counters."""
+    groups: dict[tuple[str, str, int, bool], list[CellResult]] = {}
+    for cell in cells:
+        groups.setdefault((cell.backend, cell.shape, cell.submitters, cell.profiled), []).append(
+            cell
+        )
+    summaries = []
+    for (backend, shape, submitters, profiled), rounds in groups.items():
+        by_rate = sorted(rounds, key=lambda c: c.postings_per_second)
+        middle = by_rate[(len(by_rate) - 1) // 2]  # the median round (the lower one if even)
+        batches = sum(c.writer_batches for c in rounds)
+        commands = sum(c.writer_commands for c in rounds)
+        ratios = [c.ratio for c in rounds]
+        summaries.append(
+            CellSummary(
+                backend=backend,
+                shape=shape,
+                submitters=submitters,
+                profiled=profiled,
+                rounds=len(rounds),
+                postings_per_second=statistics.median(c.postings_per_second for c in rounds),
+                latency_ms_p50=statistics.median(c.latency_ms_p50 for c in rounds),
+                latency_ms_p99=statistics.median(c.latency_ms_p99 for c in rounds),
+                refused=sum(c.refused for c in rounds),
+                writer_batches=batches,
+                commands_per_batch=commands / batches if batches else float("nan"),
+                cpu_us_per_posting=middle.cpu_us_per_posting,
+                cpu_us_per_posting_by_thread=middle.cpu_us_per_posting_by_thread,
+                reference_per_second=statistics.fmean(c.reference_per_second for c in rounds),
+                ratio=statistics.median(ratios),
+                ratio_min=min(ratios),
+                ratio_max=max(ratios),
+            )
+        )
+    return summaries
 
 
 def _reference_sample(backend: str, config: Config) -> dict[str, Any]:
@@ -444,26 +529,31 @@ TABLE_HEADERS: Final = (
 
 
 def table(runs: Sequence[BackendRun]) -> str:
-    rows = [
-        (
-            cell.backend,
-            cell.shape + (" (cProfile)" if cell.profiled else ""),
-            cell.submitters,
-            cell.postings_per_second,
-            cell.latency_ms_p50,
-            cell.latency_ms_p99,
-            cell.refused,
-            cell.writer_batches,
-            cell.commands_per_batch,
-            cell.cpu_us_per_posting,
-            _by_thread(cell.cpu_us_per_posting_by_thread),
-            cell.reference_per_second,
-            cell.ratio,
-        )
-        for run in runs
-        for cell in run.cells
-    ]
-    return common.format_table(TABLE_HEADERS, rows)
+    """One row per cell: the median over the rounds (and the ratio's range if more than one)."""
+    several = any(summary.rounds > 1 for run in runs for summary in run.summaries)
+    rows = []
+    for run in runs:
+        for cell in run.summaries:
+            row: list[Any] = [
+                cell.backend,
+                cell.shape + (" (cProfile)" if cell.profiled else ""),
+                cell.submitters,
+                cell.postings_per_second,
+                cell.latency_ms_p50,
+                cell.latency_ms_p99,
+                cell.refused,
+                cell.writer_batches,
+                cell.commands_per_batch,
+                cell.cpu_us_per_posting,
+                _by_thread(cell.cpu_us_per_posting_by_thread),
+                cell.reference_per_second,
+                cell.ratio,
+            ]
+            if several:
+                row.append(f"{cell.ratio_min:.2f}-{cell.ratio_max:.2f} ({cell.rounds})")
+            rows.append(row)
+    headers = [*TABLE_HEADERS, "ratio range (rounds)"] if several else list(TABLE_HEADERS)
+    return common.format_table(headers, rows)
 
 
 def _by_thread(cpu_us: dict[str, float]) -> str:
@@ -476,7 +566,7 @@ def targets(runs: Sequence[BackendRun]) -> list[dict[str, Any]]:
     """Issue 2's targets, each with the measured figure and whether it is met."""
     found: list[dict[str, Any]] = []
     for run in runs:
-        cells = {(c.shape, c.submitters): c for c in run.cells if not c.profiled}
+        cells = {(c.shape, c.submitters): c for c in run.summaries if not c.profiled}
         uniform = cells.get(("uniform", TARGET_SUBMITTERS))
         hot = cells.get(("hot", TARGET_SUBMITTERS))
         if run.backend == "postgresql" and uniform is not None:
@@ -542,6 +632,7 @@ def results_payload(
         },
         "load_average_1m_before_after": {run.backend: run.load_average_1m for run in runs},
         "cells": [asdict(cell) for run in runs for cell in run.cells],
+        "summaries": [asdict(summary) for run in runs for summary in run.summaries],
         "targets": targets(runs),
     }
 
@@ -558,7 +649,12 @@ def parse_arguments(argv: Sequence[str]) -> Config:
         "--seconds", type=float, help=f"measured seconds per cell ({MEASURE_SECONDS})"
     )
     parser.add_argument("--warmup", type=float, help=f"warm-up seconds per cell ({WARMUP_SECONDS})")
-    parser.add_argument("--quick", action="store_true", help="short cells, one reference sample")
+    parser.add_argument(
+        "--quick", action="store_true", help="short cells, no reference between rounds"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every cell this many times (medians)"
+    )
     parser.add_argument("--profile", action="store_true", help="add a profiled uniform cell")
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--submitters", nargs="+", type=int, default=list(SUBMITTER_COUNTS))
@@ -588,7 +684,8 @@ def parse_arguments(argv: Sequence[str]) -> Config:
             arguments.sqlite_reference_seconds,
             QUICK_SQLITE_REFERENCE_SECONDS if quick else SQLITE_REFERENCE_SECONDS,
         ),
-        reference_samples=1 if quick else 2,
+        reference_after_each_round=not quick,
+        rounds=arguments.rounds,
         profile=arguments.profile,
         results_directory=arguments.results_dir,
         name=arguments.name or ("write" if len(backends) > 1 else f"write-{backends[0]}"),
@@ -607,8 +704,8 @@ def _say(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_arguments(argv)
-    if config.accounts < 2:
-        raise SystemExit("--accounts must be at least 2: a posting needs two accounts")
+    if config.accounts < 2 or config.rounds < 1:
+        raise SystemExit("--accounts >= 2 (a posting needs two accounts) and --rounds >= 1")
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     runs, profile_report = [], None
     for backend in config.backends:

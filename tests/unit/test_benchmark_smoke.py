@@ -28,6 +28,7 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
             "1",
             "4",
             "--sqlite-reference-seconds=0.1",
+            "--rounds=2",
             "--profile",
             f"--results-dir={tmp_path}",
             "--name=smoke",
@@ -37,16 +38,18 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
     written = json.loads((tmp_path / "smoke.json").read_text())
     assert written["cells"] == json.loads(json.dumps(payload["cells"]))
     cells = payload["cells"]
-    measured = [(c["shape"], c["submitters"], c["profiled"]) for c in cells]
+    measured = [(c["round"], c["shape"], c["submitters"], c["profiled"]) for c in cells]
+    grid = [("uniform", 1), ("uniform", 4), ("hot", 1), ("hot", 4)]
     assert measured == [
-        ("uniform", 1, False),
-        ("uniform", 4, False),
-        ("hot", 1, False),
-        ("hot", 4, False),
-        ("uniform", 4, True),
+        *((1, shape, submitters, False) for shape, submitters in grid),
+        *((2, shape, submitters, False) for shape, submitters in grid),
+        (2, "uniform", 4, True),
     ]
-    reference = payload["references"]["sqlite"]["mean"]
-    assert len(payload["references"]["sqlite"]["samples"]) == 2
+    samples = [
+        sample["sqlite_single_row_commits_per_second"]
+        for sample in payload["references"]["sqlite"]["samples"]
+    ]
+    assert len(samples) == 3  # after the preload and after each round
     for cell in cells:
         assert cell["postings"] > 0
         assert cell["refused"] == 0
@@ -54,8 +57,19 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
         assert 0 < cell["latency_ms_p50"] <= cell["latency_ms_p99"] <= cell["latency_ms_max"]
         assert cell["writer_commands"] >= cell["writer_batches"] > 0
         assert {"MainThread", "ledger-writer"} <= set(cell["cpu_us_per_posting_by_thread"])
-        assert cell["reference_per_second"] == reference
-        assert cell["ratio"] == pytest.approx(cell["postings_per_second"] / reference)
+        around = samples[cell["round"] - 1 : cell["round"] + 1]
+        assert cell["reference_per_second"] == pytest.approx(sum(around) / 2)
+        assert cell["ratio"] == pytest.approx(cell["postings_per_second"] / sum(around) * 2)
+    summaries = {(s["shape"], s["submitters"], s["profiled"]): s for s in payload["summaries"]}
+    assert len(summaries) == 5
+    hot_4 = summaries[("hot", 4, False)]
+    rounds = [c for c in cells if (c["shape"], c["submitters"]) == ("hot", 4) and not c["profiled"]]
+    assert hot_4["rounds"] == 2
+    assert hot_4["ratio_min"] == min(c["ratio"] for c in rounds)
+    assert hot_4["ratio_max"] == max(c["ratio"] for c in rounds)
+    assert hot_4["postings_per_second"] == pytest.approx(
+        sum(c["postings_per_second"] for c in rounds) / 2
+    )
     assert payload["preload"]["sqlite"]["postings"] == 1000
     assert len(payload["load_average_1m_before_after"]["sqlite"]) == 2
     profile = (tmp_path / "smoke_profile.txt").read_text()
@@ -86,6 +100,7 @@ def test_the_targets_are_judged_on_the_64_submitter_cells() -> None:
 
     run = write_benchmark.BackendRun("postgresql", 1000, 0, 0.0)
     run.cells = [cell("uniform", 10_000.0, 5.0), cell("hot", 7_900.0, 3.95)]
+    run.summaries = write_benchmark.summarise(run.cells)
     found = write_benchmark.targets([run])
 
     assert [(t["measured"], t["met"]) for t in found] == [(5.0, True), (0.79, False)]
