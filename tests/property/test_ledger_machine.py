@@ -593,3 +593,18 @@ def test_model_predicts_a_known_history() -> None:
     )
     checking.status = "frozen"
     assert model.decline_code(spend, pending=True) == "account-frozen"
+
+
+@pytest.mark.slow
+def test_ledger_state_machine_with_tiny_memory(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same machine with snapshots every few events and tiny in-memory windows, so captures,
+    voids, reversals and retries constantly need what only the store still holds."""
+    import ledger_core.state
+    import ledger_core.writer
+
+    monkeypatch.setattr(ledger_core.writer, "SNAPSHOT_INTERVAL_EVENTS", 7)
+    monkeypatch.setattr(ledger_core.state, "RECENT_POSTINGS_PER_SPACE", 2)
+    monkeypatch.setattr(ledger_core.state, "RECENT_KEYS_PER_SPACE", 3)
+    run_machine(sqlite_url)
