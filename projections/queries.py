@@ -175,6 +175,7 @@ class ReadModels:
                     min_size=1,
                     max_size=READ_POOL_MAX_CONNECTIONS,
                     kwargs={"autocommit": True},
+                    check=ConnectionPool.check_connection,
                     open=True,
                 )
             return self._pool

@@ -67,6 +67,8 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.on_commit = on_commit
         self.failures: dict[str, ProjectionFailure] = {}
+        #: An error that stopped the whole runner (not one event: for example no tables).
+        self.fatal_error: BaseException | None = None
         self._positions: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,6 +93,7 @@ class ProjectionRunner:
         if self.running:
             return
         self.failures.clear()
+        self.fatal_error = None
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="projection-runner", daemon=True)
         self._thread.start()
@@ -170,6 +173,8 @@ class ProjectionRunner:
             failure = self.failure
             if failure is not None:
                 raise ProjectionFailed(failure)
+            if self.fatal_error is not None:
+                raise RuntimeError("the projection runner stopped") from self.fatal_error
             if self.applied_position() >= position:
                 return
             if time.monotonic() > deadline:
@@ -218,7 +223,8 @@ class ProjectionRunner:
             except Exception as error:
                 if not is_transient(error):
                     logger.exception("projection runner stopped by an unexpected error")
-                    raise
+                    self.fatal_error = error
+                    break
                 logger.warning("database unavailable (%s); reconnecting in %.2fs", error, delay)
                 self._close_connections()
                 self._stop.wait(delay)

@@ -252,3 +252,18 @@ def test_two_runners_never_double_an_event(story: Story) -> None:
         other.stop()
         story.runner.stop()
     assert verify(story.runner.database.url).ok
+
+
+def test_a_runner_without_its_tables_says_so(database_url: str) -> None:
+    runner = ProjectionRunner(database_url)  # migrations never applied
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while runner.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not runner.running
+        assert "ledger_projections" in str(runner.fatal_error)
+        with pytest.raises(RuntimeError, match="stopped"):
+            runner.run_until(1, timeout_s=1)
+    finally:
+        runner.stop()
