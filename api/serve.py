@@ -10,6 +10,7 @@ silently.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from typing import Any, Final
 
@@ -60,14 +61,25 @@ def serve(host: str, port: int, no_projections: bool, server: str) -> None:
 def run_server(app: Any, host: str, port: int, server: str) -> None:
     """Serve `app` in this process (one worker: the ledger's writer is in-process)."""
     if server == "granian":
-        from granian.constants import Interfaces
-        from granian.server.embed import Server
-
-        asyncio.run(Server(app, address=host, port=port, interface=Interfaces.ASGI).serve())
+        asyncio.run(_serve_granian(app, host, port))
         return
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+async def _serve_granian(app: Any, host: str, port: int) -> None:
+    """granian's embedded server in this event loop. It installs no signal handlers itself, so
+    SIGINT and SIGTERM are wired to its graceful stop: in-flight requests finish and the app's
+    shutdown hooks close the ledger and the projections."""
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    server = Server(app, address=host, port=port, interface=Interfaces.ASGI)
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, server.stop)
+    await server.serve()
 
 
 def _is_empty(settings: LedgerSettings) -> bool:

@@ -103,7 +103,7 @@ def wait_for_health(base_url: str, process: subprocess.Popen[str]) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the walk-through needs curl")
 def test_the_readme_walkthrough_runs(served: tuple[str, subprocess.Popen[str]]) -> None:
-    base_url, _process = served
+    base_url, process = served
     script = walkthrough_script(README.read_text()).replace(DEFAULT_BASE, base_url)
     completed = subprocess.run(
         ["bash", "-c", "set -euo pipefail -x\n" + script],
@@ -117,6 +117,8 @@ def test_the_readme_walkthrough_runs(served: tuple[str, subprocess.Popen[str]]) 
     )
     assert '"available":"2413.60"' in completed.stdout
     assert '"totals"' in completed.stdout
+    process.terminate()  # SIGTERM stops the server gracefully (shutdown hooks run), exit 0
+    assert process.wait(timeout=30) == 0
 
 
 def test_first_start_says_how_to_get_a_token(tmp_path: Path) -> None:
