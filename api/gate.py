@@ -139,10 +139,6 @@ def _admitted(request: Request[Any, Any, Any]) -> Admitted:
     return admitted
 
 
-def principal_of(request: Request[Any, Any, Any]) -> auth.Principal:
-    return _admitted(request).principal
-
-
 def path_id(request: Request[Any, Any, Any], name: str) -> UUID:
     return _admitted(request).ids[name]
 
