@@ -64,6 +64,7 @@ def _applied(story: Story) -> int:
     return story.runner.applied_position()
 
 
+@pytest.mark.slow
 def test_a_projector_killed_mid_batch_loses_and_doubles_nothing(story: Story) -> None:
     _record_batches(story, KILL_TEST_POSTINGS)
     url = story.runner.database.url
