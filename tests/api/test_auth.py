@@ -95,6 +95,7 @@ def test_global_routes_are_for_admins(api: Api, book: Book) -> None:
     problem_of(api.as_token(None).get("/v1/assets"), 401, "unauthenticated")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_authorization_header_forms(api: Api) -> None:
     token = api.issue_token("admin", [])
     for header in (f"Basic {token}", token, "Bearer", "Bearer " + "x" * 300):

@@ -15,6 +15,7 @@ from tests.api.conftest import Api, Book, settings_for
 from tests.api.test_commands import problem_of
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_unknown_routes_and_methods_answer_problems(api: Api) -> None:
     problem_of(api.client.get("/v2/nothing"), 404, "not-found")
     problem_of(api.client.delete("/v1/spaces"), 405, "method-not-allowed")
