@@ -92,31 +92,47 @@ def _is_empty(settings: LedgerSettings) -> bool:
         store.close()
 
 
+#: The line after which `first_start_message` lists its shell commands (tests run them).
+FIRST_POSTING_HEADING: Final = (
+    "Then a space, two accounts and a first posting (bash, curl, python3):"
+)
+#: Those commands; `BASE` and `TOKEN` are set before them.
+FIRST_POSTING_COMMANDS: Final = r"""
+field_id() { python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+auth="Authorization: Bearer $TOKEN"
+SPACE=$(curl -sf -X POST "$BASE/v1/spaces" -H "$auth" -H 'Idempotency-Key: first-space' \
+  -d '{"name": "Home", "base_currency": "USD"}' | field_id)
+CASH=$(curl -sf -X POST "$BASE/v1/spaces/$SPACE/accounts" -H "$auth" \
+  -H 'Idempotency-Key: first-cash' \
+  -d '{"name": "Cash", "type": "asset", "currency": "USD"}' | field_id)
+GIFTS=$(curl -sf -X POST "$BASE/v1/spaces/$SPACE/accounts" -H "$auth" \
+  -H 'Idempotency-Key: first-gifts' \
+  -d '{"name": "Gifts", "type": "income", "currency": "USD"}' | field_id)
+curl -sf -X POST "$BASE/v1/spaces/$SPACE/postings" -H "$auth" \
+  -H 'Idempotency-Key: first-posting' -d '{"entries": [
+    {"account_id": "'"$CASH"'", "direction": "debit", "amount": "20.00"},
+    {"account_id": "'"$GIFTS"'", "direction": "credit", "amount": "20.00"}]}'
+"""
+
+
 def first_start_message(settings: LedgerSettings, host: str, port: int) -> str:
+    """What `ledger serve` prints on an empty database: how to get an admin token (nothing is
+    generated silently) and shell commands for a first posting."""
     base = f"http://{host}:{port}"
     if settings.admin_token:
-        token_step = (
-            "Your admin token is the value of LEDGER_ADMIN_TOKEN:\n  TOKEN=$LEDGER_ADMIN_TOKEN"
-        )
+        token_step = "Your admin token is LEDGER_ADMIN_TOKEN's value:\n  TOKEN=$LEDGER_ADMIN_TOKEN"
     else:
         token_step = (
             "No admin token yet. Either restart with LEDGER_ADMIN_TOKEN set to a long random\n"
-            "secret, or create one (it is printed once):\n"
+            "secret, or create one in another terminal (it is printed once):\n"
             "  TOKEN=$(ledger token create --role admin)"
         )
-    return f"""The ledger database is empty ({settings.database_url}).
-{token_step}
-Then open a space, two accounts and make a first posting:
-  curl -s -X POST {base}/v1/spaces -H "Authorization: Bearer $TOKEN" \\
-       -H "Idempotency-Key: space-1" -d '{{"name": "Home", "base_currency": "USD"}}'
-  curl -s -X POST {base}/v1/spaces/$SPACE/accounts -H "Authorization: Bearer $TOKEN" \\
-       -H "Idempotency-Key: checking" \\
-       -d '{{"name": "Checking", "type": "asset", "currency": "USD"}}'
-  curl -s -X POST {base}/v1/spaces/$SPACE/postings -H "Authorization: Bearer $TOKEN" \\
-       -H "Idempotency-Key: posting-1" -d '{{"entries": [
-         {{"account_id": "'$CHECKING'", "direction": "debit", "amount": "100.00"}},
-         {{"account_id": "'$SALARY'", "direction": "credit", "amount": "100.00"}}]}}'
-The API is described at {base}/schema."""
+    commands = f"BASE={base}" + FIRST_POSTING_COMMANDS
+    indented = "\n".join("  " + line for line in commands.strip().splitlines())
+    return (
+        f"The ledger database is empty ({settings.database_url}).\n{token_step}\n"
+        f"{FIRST_POSTING_HEADING}\n{indented}\nThe API is described at {base}/schema."
+    )
 
 
 @click.group()

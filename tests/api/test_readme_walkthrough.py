@@ -56,8 +56,15 @@ def ledger_command() -> list[str]:
     return [sys.executable, "-c", "from api.cli import main; main()"]
 
 
+class Served:
+    def __init__(self, base_url: str, process: subprocess.Popen[str], log: Path) -> None:
+        self.base_url = base_url
+        self.process = process
+        self.log = log
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     token = admin_token(README.read_text())
     environment = dict(
@@ -65,18 +72,20 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         LEDGER_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
         LEDGER_ADMIN_TOKEN=token,
     )
-    process = subprocess.Popen(
-        [*ledger_command(), "serve", "--port", str(port)],
-        env=environment,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*ledger_command(), "serve", "--port", str(port)],
+            env=environment,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(base_url, process)
-        yield base_url, process
+        wait_for_health(base_url, process, log)
+        yield Served(base_url, process, log)
     finally:
         process.terminate()
         try:
@@ -86,12 +95,11 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
             process.wait()
 
 
-def wait_for_health(base_url: str, process: subprocess.Popen[str]) -> None:
+def wait_for_health(base_url: str, process: subprocess.Popen[str], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"ledger serve exited with {process.returncode}:\n{output}")
+            pytest.fail(f"ledger serve exited with {process.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(base_url + "/health", timeout=1).status_code == 200:
                 return
@@ -102,33 +110,50 @@ def wait_for_health(base_url: str, process: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the walk-through needs curl")
-def test_the_readme_walkthrough_runs(served: tuple[str, subprocess.Popen[str]]) -> None:
-    base_url, process = served
-    script = walkthrough_script(README.read_text()).replace(DEFAULT_BASE, base_url)
+def run_bash(script: str, **environment: str) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(
         ["bash", "-c", "set -euo pipefail -x\n" + script],
         capture_output=True,
         text=True,
         timeout=WALKTHROUGH_TIMEOUT_SECONDS,
+        env=dict(os.environ, **environment),
     )
     assert completed.returncode == 0, (
-        f"the walk-through failed (exit {completed.returncode}); the trace ends with:\n"
+        f"the commands failed (exit {completed.returncode}); the trace ends with:\n"
         + "\n".join(completed.stderr.splitlines()[-15:])
     )
+    return completed
+
+
+def first_start_commands(log: str) -> str:
+    """The shell commands `ledger serve` printed under its first-posting heading."""
+    from api.serve import FIRST_POSTING_HEADING
+
+    after = log[log.index(FIRST_POSTING_HEADING) + len(FIRST_POSTING_HEADING) :]
+    block = after[: after.index("The API is described at")]
+    return "\n".join(line.removeprefix("  ") for line in block.strip("\n").splitlines())
+
+
+def test_the_readme_walkthrough_runs(served: Served) -> None:
+    script = walkthrough_script(README.read_text()).replace(DEFAULT_BASE, served.base_url)
+    completed = run_bash(script)
     assert '"available":"2413.60"' in completed.stdout
     assert '"totals"' in completed.stdout
-    process.terminate()  # SIGTERM stops the server gracefully (shutdown hooks run), exit 0
-    assert process.wait(timeout=30) == 0
+    first = first_start_commands(served.log.read_text())
+    assert first.startswith(f"BASE={served.base_url}")
+    posting = run_bash(first, TOKEN=admin_token(README.read_text()))
+    assert '"status":"posted"' in posting.stdout
+    served.process.terminate()  # SIGTERM stops the server gracefully (shutdown hooks run)
+    assert served.process.wait(timeout=30) == 0
 
 
-def test_first_start_says_how_to_get_a_token(tmp_path: Path) -> None:
+def test_first_start_without_a_token_says_how_to_make_one(tmp_path: Path) -> None:
     """On an empty database without LEDGER_ADMIN_TOKEN, `ledger serve` generates nothing
-    silently: it says how to make an admin token and a first posting."""
+    silently: it says how to make an admin token."""
     from api.serve import first_start_message
     from ledger_core.settings import LedgerSettings
 
     settings = LedgerSettings(database_url=f"sqlite:///{tmp_path / 'l.db'}", admin_token=None)
     message = first_start_message(settings, "127.0.0.1", 8000)
-    assert "ledger token create --role admin" in message
+    assert "TOKEN=$(ledger token create --role admin)" in message
     assert "LEDGER_ADMIN_TOKEN" in message
-    assert "/v1/spaces/$SPACE/postings" in message
