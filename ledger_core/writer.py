@@ -166,7 +166,7 @@ _STOP: Final = object()
 class _Flight:
     """A decided batch on its way to the database."""
 
-    __slots__ = ("abandoned", "future", "plan", "requests", "snapshot_due", "states")
+    __slots__ = ("abandoned", "future", "plan", "requests", "snapshot_due", "stale", "states")
 
     def __init__(
         self,
@@ -181,6 +181,8 @@ class _Flight:
         self.snapshot_due = snapshot_due
         self.future: concurrent.futures.Future[list[int]] | None = None
         self.abandoned = False
+        #: A refusal was decided on a space another process has changed since (see `_decide`).
+        self.stale = False
 
 
 class _Plan:
@@ -292,6 +294,12 @@ class Writer:
                 self._land(flight, upcoming)
                 if upcoming is not None and upcoming.abandoned:
                     upcoming = None
+            if upcoming is not None and upcoming.stale:
+                self._forget(upcoming.states)
+                self._guarded(
+                    functools.partial(self._process, upcoming.requests), upcoming.requests
+                )
+                upcoming = None
             flight = self._launch(upcoming) if upcoming is not None else None
             if calls or stop:
                 if flight is not None:
@@ -342,6 +350,10 @@ class Writer:
                 self._expire_due(state, plan)
             for request in live:
                 self._decide(request, states, plan)
+        except AppendConflict:
+            flight = _Flight(requests, states, plan, False)
+            flight.stale = True  # decided again from the store once the batch in flight lands
+            return flight
         except Exception as error:
             self._broken(requests, error)
             return None
@@ -438,9 +450,9 @@ class Writer:
             self._prefetch_postings(live, states)
             for state in states.values():
                 self._expire_due(state, plan)
-            for request in live:
-                self._decide(request, states, plan)
             try:
+                for request in live:
+                    self._decide(request, states, plan)
                 if _has_work(plan.batch):
                     self.store.append(plan.batch)
             except AppendConflict:
@@ -537,6 +549,14 @@ class Writer:
         try:
             outcome = handler(self, command, scope_state, plan, row)
         except errors.LedgerError as error:
+            if space_id is not None and self.store.stream(
+                space_id, after_version=scope_state.version
+            ):
+                # A refusal appends no event, so no stream-version conflict would reveal that
+                # another process changed the space since it was loaded (a new account, a hold,
+                # a deposit): decide the batch again from the store rather than answer (and
+                # store) a refusal the current state would not give.
+                raise AppendConflict(f"space {space_id} changed in another process") from error
             if not error.stored:
                 # A key older than the in-memory window keeps its first answer (or is reused)
                 # even when this body would be a not-found: look it up before answering that.

@@ -989,3 +989,33 @@ def test_reversal_after_loading_from_a_snapshot(
             assert [e.amount_minor for e in reversal.entries] == [amount, amount]
         assert book.posted(checking) == 0
         assert book.reloaded() == book.fingerprint()
+
+
+def test_refusals_are_not_decided_on_a_stale_space(database_url: str, clock: ManualClock) -> None:
+    """Regression: two Ledgers (as two processes) on one database. The second had loaded the
+    space before the first changed it; a refusal appends no event, so no version conflict
+    revealed the change, and it answered (and stored) refusals the current state would not give:
+    account-not-found for a new account, posting-not-pending for a new hold, account-not-empty
+    and limit-below-available after a deposit elsewhere."""
+    with (
+        Ledger.open(database_url, clock=clock) as first,
+        Ledger.open(database_url, clock=clock) as second,
+    ):
+        here, there = Book(first), Book(second)
+        there.space_id = here.space_id
+        checking, equity = here.open(overdraft_limit="0"), here.open("equity")
+        here.post(checking, equity, "5.00")
+        assert there.posted(checking) == 500  # the second ledger has the space loaded now
+        savings = here.open()
+        hold = here.post(checking, equity, "1.00", pending=True)
+        here.post(equity, checking, "5.00")  # back to zero, elsewhere
+        there.ledger.execute(there.posting(savings, equity, "2.00"))
+        assert there.run(cmd.PostPending, posting_id=hold.id).outcome.status == "posted"  # type: ignore[union-attr]
+        here.post(equity, checking, "1.00")  # zero again, elsewhere
+        closed = there.run(cmd.CloseAccount, account_id=checking).outcome
+        assert isinstance(closed, AccountRecord) and closed.status == "closed"
+        there.ledger.execute(there.posting(equity, savings, "12.00"))  # savings -10.00, seen there
+        here.post(savings, equity, "50.00")  # +40.00, not seen there
+        limited = there.run(cmd.UpdateAccount, account_id=savings, overdraft_limit="0").outcome
+        assert isinstance(limited, AccountRecord) and limited.overdraft_limit_minor == 0
+        assert here.reloaded() == there.reloaded()
