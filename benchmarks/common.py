@@ -241,6 +241,27 @@ def machine_info(with_postgres: bool) -> dict[str, Any]:
     return info
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether ledger_core had uncommitted changes (the lead engineer
+    measures work in progress with these benchmarks)."""
+
+    def git(*arguments: str) -> str:
+        completed = subprocess.run(
+            ["git", *arguments],
+            capture_output=True,
+            text=True,
+            cwd=REPOSITORY_ROOT,
+            check=False,
+        )
+        return completed.stdout.strip() if completed.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "ledger_core")
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "ledger_core_uncommitted_changes": changed.splitlines() if changed else [],
+    }
+
+
 # The book a benchmark writes to -----------------------------------------------------------------
 
 

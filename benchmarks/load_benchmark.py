@@ -305,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "benchmark": "load",
         "finished_at": common.utc_timestamp(),
         "command": ["python", "-m", "benchmarks.load_benchmark", *argv],
+        "code": common.code_version(),
         "machine": common.machine_info(with_postgres="postgresql" in backends),
         "results": results,
     }

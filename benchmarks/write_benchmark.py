@@ -306,7 +306,7 @@ async def run_profiled_cell(
     fresh `Ledger` is opened on the same database with a thread hook that starts one cProfile
     per thread created during the cell (writer, committer, pool threads: whatever the core
     runs), and this
-    event loop's thread gets its own. The fresh ledger loads the space during the warm-up."""
+    event loop's thread gets its own. The fresh ledger loads the space before the cell."""
     thread_profiles: dict[str, cProfile.Profile] = {}
 
     def profile_new_thread(*_: object) -> None:
@@ -321,6 +321,8 @@ async def run_profiled_cell(
     ledger = None
     try:
         ledger = Ledger.open(url)
+        # Load the space into the writer's cache first: the profile is of the steady state.
+        ledger.account(book.space_id, book.account_ids[0])
         loop_profile.enable()
         cell = await run_cell(
             ledger,
@@ -350,8 +352,8 @@ async def run_profiled_cell(
     report = "\n".join(
         [
             f"# Profile of the write benchmark cell: {title}",
-            "# (slowed by cProfile; the warm-up, which loads the space, is included; times are"
-            " wall times, a blocked call's wait included)",
+            "# (slowed by cProfile; the warm-up is included; times are wall times, a blocked"
+            " call's wait included)",
             f"# CPU us/posting by thread: {_by_thread(cell.cpu_us_per_posting_by_thread)}",
             f"# Threads without CPU time in the window, not listed: {', '.join(idle) or 'none'}",
             *listings,
@@ -614,6 +616,7 @@ def results_payload(
         "benchmark": "write",
         "finished_at": common.utc_timestamp(),
         "command": ["python", "-m", "benchmarks.write_benchmark", *argv],
+        "code": common.code_version(),
         "machine": common.machine_info(with_postgres="postgresql" in config.backends),
         "config": {k: v for k, v in asdict(config).items() if k != "results_directory"},
         "references": {

@@ -20,8 +20,8 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
     payload = write_benchmark.main(
         [
             "--backend=sqlite",
-            "--seconds=0.25",
-            "--warmup=0.05",
+            "--seconds=0.3",
+            "--warmup=0.1",
             "--preload=1000",
             "--accounts=12",
             "--submitters",
@@ -72,6 +72,7 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
     )
     assert payload["preload"]["sqlite"]["postings"] == 1000
     assert len(payload["load_average_1m_before_after"]["sqlite"]) == 2
+    assert len(payload["code"]["commit"]) == 40
     profile = (tmp_path / "smoke_profile.txt").read_text()
     assert "## thread MainThread (event loop, submitters): top 40 by tottime" in profile
     assert "ledger_core/ledger.py" in profile  # the submissions, profiled
