@@ -48,6 +48,16 @@ class Metrics:
         #: Label children by (method, route, status): `labels()` validates and locks on every
         #: call, a cost worth saving on every request. Bounded: routes and statuses are finite.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.writer_batches = Gauge(
+            "ledger_writer_batches",
+            "Batches the ledger's writer appended (one database transaction each) since start.",
+            registry=self.registry,
+        )
+        self.writer_commands = Gauge(
+            "ledger_writer_commands",
+            "Commands the ledger's writer decided since start (over batches: the group size).",
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "ledger_projection_lag_events",
             "Events in the log the projections have not applied yet (-1: projections not run).",
@@ -56,6 +66,11 @@ class Metrics:
 
     def watch_projection_lag(self, lag: Callable[[], int | None]) -> None:
         self.projection_lag.set_function(lambda: float(_or_minus_one(lag())))
+
+    def watch_writer(self, batches: Callable[[], int], commands: Callable[[], int]) -> None:
+        """The writer's group commits: commands per batch is commands / batches."""
+        self.writer_batches.set_function(lambda: float(batches()))
+        self.writer_commands.set_function(lambda: float(commands()))
 
     def _children_for(self, scope: Scope, status: int) -> tuple[Any, Any]:
         route = scope.get("path_template") or "unmatched"

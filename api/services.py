@@ -68,6 +68,8 @@ class Services:
             self.runner = ProjectionRunner(url)
             self.runner.start()
         self.metrics.watch_projection_lag(self.projection_lag)
+        writer = self._ledger.writer
+        self.metrics.watch_writer(lambda: writer.batches, lambda: writer.commands)
 
     def stop(self) -> None:
         if self.read_executor is not None:

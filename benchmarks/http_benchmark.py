@@ -78,6 +78,7 @@ class Cell:
     latency_ms_max: float
     non_2xx: int
     socket_errors: int
+    commands_per_batch: float | None = None
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
@@ -182,6 +183,17 @@ def run_wrk(base_url: str, mode: str, connections: int, seconds: int, env: dict[
     raise RuntimeError(f"wrk printed no summary: {completed.stdout} {completed.stderr}")
 
 
+def writer_counts(base_url: str) -> tuple[float, float]:
+    """The writer's (batches, commands) so far, from /metrics."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("ledger_writer_batches", "ledger_writer_commands"):
+            values[name] = float(value)
+    return values["ledger_writer_batches"], values["ledger_writer_commands"]
+
+
 def cell_of(
     server: str, projections: str, scenario: str, connections: int, figures: dict[str, Any]
 ) -> Cell:
@@ -222,8 +234,15 @@ def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
         cells = []
         for scenario, connections in (("posting", SINGLE_CONNECTIONS),
                                       ("batch", BATCH_CONNECTIONS)):  # fmt: skip
+            batches_before, commands_before = writer_counts(base_url)
             figures = run_wrk(base_url, scenario, connections, seconds, env)
-            cells.append(cell_of(server, projections, scenario, connections, figures))
+            batches_after, commands_after = writer_counts(base_url)
+            cell = cell_of(server, projections, scenario, connections, figures)
+            batches = batches_after - batches_before
+            cell.commands_per_batch = (
+                (commands_after - commands_before) / batches if batches else None
+            )
+            cells.append(cell)
         wait_for_projections(base_url)
         figures = run_wrk(base_url, "account", READ_CONNECTIONS, seconds, env)
         cells.append(cell_of(server, projections, "account", READ_CONNECTIONS, figures))
@@ -286,10 +305,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(cells: list[Cell]) -> str:
     headers = ["server", "projections", "cell", "conns", "req/s", "postings/s", "p50 ms",
-               "p99 ms", "non-2xx", "x pgbench", "target", "met"]  # fmt: skip
+               "p99 ms", "non-2xx", "cmds/batch", "x pgbench", "target", "met"]  # fmt: skip
     rows = [
         [c.server, c.projections, c.scenario, c.connections, c.requests_per_second,
          c.postings_per_second, c.latency_ms_p50, c.latency_ms_p99, c.non_2xx,
+         float("nan") if c.commands_per_batch is None else c.commands_per_batch,
          float("nan") if c.ratio is None else c.ratio, c.target, "yes" if c.met else "NO"]
         for c in cells
     ]  # fmt: skip

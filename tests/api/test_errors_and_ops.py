@@ -104,6 +104,9 @@ def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> 
     assert "ledger_postings_recorded_total 1.0" in text
     assert 'ledger_postings_declined_total{reason="insufficient-funds"} 1.0' in text
     assert "ledger_projection_lag_events" in text
+    batches = float(text.split("\nledger_writer_batches ")[1].split()[0])
+    commands = float(text.split("\nledger_writer_commands ")[1].split()[0])
+    assert 1 <= batches <= commands
     ui = anonymous.get("/schema")
     assert ui.status_code == 200 and "<html" in ui.text.lower()
     schema = anonymous.get("/schema/openapi.json").json()
