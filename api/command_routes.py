@@ -90,7 +90,7 @@ async def answer(request: Req, command: cmd.Command) -> Response[Any]:
             services.metrics.declines.labels(error.code).inc()
         raise
     if not result.replayed:
-        services.metrics.postings.inc(_postings_recorded(result))
+        services.metrics.postings.inc(_postings_recorded(command, result))
     content = _render(result, services.ledger.currencies, request)
     return Response(content, status_code=SUCCESS_STATUS[type(command)], headers=headers_of(result))
 
@@ -120,12 +120,11 @@ def _render(result: CommandResult, exponents: render.Exponents, request: Req) ->
     return _issued_token(request, outcome)
 
 
-def _postings_recorded(result: CommandResult) -> int:
+def _postings_recorded(command: cmd.Command, result: CommandResult) -> int:
+    """New postings a command recorded (posting or voiding a hold records none)."""
     if isinstance(result.outcome, BatchRecord):
         return len(result.outcome.postings)
-    if isinstance(result.outcome, PostingRecord) and result.outcome.status in ("posted", "pending"):
-        return 1
-    return 0
+    return 1 if isinstance(command, (cmd.RecordPosting, cmd.ReversePosting)) else 0
 
 
 # Spaces, assets, tokens (global keys) ----------------------------------------------------------

@@ -87,7 +87,8 @@ def test_request_ids_and_context_are_recorded(api: Api, book: Book) -> None:
 
 
 def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> None:
-    api.record(book.space, book.checking, book.salary, "3.00")
+    hold = api.record(book.space, book.checking, book.salary, "3.00", pending=True)
+    api.ok(api.post(f"{book.postings}/{hold['id']}/post"), 200)  # a capture: no new posting
     api.post(book.postings, api.posting_body(book.groceries, book.checking, "99.00"))
     anonymous = api.client
     assert anonymous.get("/health").json() == {"status": "ok"}
