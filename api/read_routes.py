@@ -72,18 +72,29 @@ async def _wait_for_min_position(services: Services, header: str) -> None:
         )
 
 
+def natural(text: str, maximum: int) -> int | None:
+    """A non-negative decimal integer up to `maximum`, or None. Digits are counted before any
+    conversion, so a 5,000-digit parameter is refused, not converted."""
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(maximum)):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
 def _parse_position(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_POSITION:
+    position = natural(text, MAX_POSITION)
+    if position is None:
         raise errors.MalformedRequest("Ledger-Min-Position is a non-negative integer")
-    return int(text)
+    return position
 
 
 def page_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE_LIMIT
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+    limit = natural(text, MAX_PAGE_LIMIT)
+    if limit is None or limit < 1:
         raise errors.InvalidRequest(f"limit is an integer from 1 to {MAX_PAGE_LIMIT}")
-    return int(text)
+    return limit
 
 
 def cursor(text: str | None) -> str | None:
@@ -454,9 +465,10 @@ async def list_events(
 def _parse_after(text: str | None) -> int:
     if text is None:
         return 0
-    if not text.isascii() or not text.isdigit() or int(text) > MAX_POSITION:
+    after = natural(text, MAX_POSITION)
+    if after is None:
         raise errors.InvalidRequest("after is a log position (a non-negative integer)")
-    return int(text)
+    return after
 
 
 #: Reads of the projections: each honours `Ledger-Min-Position`.

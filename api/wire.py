@@ -296,8 +296,8 @@ def decode_request(body: bytes, request_type: type[RequestBody]) -> RequestBody:
         decoded: RequestBody = _decoder(request_type).decode(body or b"{}")
     except msgspec.ValidationError as error:
         raise classify_validation_error(str(error)) from None
-    except msgspec.DecodeError as error:
-        raise errors.MalformedRequest(f"the body is not valid JSON: {error}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise errors.MalformedRequest(f"the body is not valid JSON (UTF-8): {error}") from None
     return decoded
 
 

@@ -122,3 +122,20 @@ def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> 
         "/v1/events",
     ):
         assert path in paths, path
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_hostile_bodies_are_4xx_problems(api: Api) -> None:
+    bodies = {
+        b'{"code": "\xff\xfe", "exponent": 1}': (400, "malformed-request"),
+        b'{"code": "BTC", "exponent": ' + b"9" * 5000 + b"}": (422, "invalid-request"),
+        b'{"code": "BTC", "exponent": 1e400}': (422, "invalid-request"),
+        b'{"code": "BTC", "exponent": NaN}': (400, "malformed-request"),
+        b"[" * 50_000 + b"]" * 50_000: (422, "invalid-request"),
+        b'{"code": "BTC", "exponent": 2, "name": ' + b"[" * 50_000 + b"]" * 50_000 + b"}": (
+            422,
+            "invalid-request",
+        ),
+    }
+    for body, (status, code) in bodies.items():
+        problem_of(api.post("/v1/assets", content=body), status, code)

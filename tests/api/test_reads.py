@@ -112,7 +112,7 @@ def test_page_limits_and_bad_parameters(api: Api, book: Book) -> None:
     assert len(api.ok(api.get(accounts, limit=str(MAX_PAGE_LIMIT)), 200)["items"]) == 7
     first = api.ok(api.get(accounts, limit="1"), 200)
     assert len(first["items"]) == 1 and first["next_cursor"]
-    for bad in ("0", str(MAX_PAGE_LIMIT + 1), "-1", "ten"):
+    for bad in ("0", str(MAX_PAGE_LIMIT + 1), "-1", "ten", "9" * 5000, "\u00b2"):
         problem_of(api.get(accounts, limit=bad), 422, "invalid-request")
     problem_of(api.get(accounts, cursor="garbage"), 422, "invalid-request")
     problem_of(api.get(accounts, cursor="x" * 600), 422, "invalid-request")
@@ -123,6 +123,8 @@ def test_page_limits_and_bad_parameters(api: Api, book: Book) -> None:
     balance = book.account_path(book.checking) + "/balance"
     problem_of(api.get(balance, as_of="yesterday"), 422, "invalid-request")
     problem_of(api.get("/v1/events", after="-3"), 422, "invalid-request")
+    problem_of(api.get("/v1/events", after="1" * 5000), 422, "invalid-request")
+    problem_of(api.get("/v1/events", after=str(2**63)), 422, "invalid-request")
 
 
 def test_reads_wait_for_min_position_or_answer_503(sqlite_url: str) -> None:
