@@ -549,14 +549,7 @@ class Writer:
         try:
             outcome = handler(self, command, scope_state, plan, row)
         except errors.LedgerError as error:
-            if space_id is not None and self.store.stream(
-                space_id, after_version=scope_state.version
-            ):
-                # A refusal appends no event, so no stream-version conflict would reveal that
-                # another process changed the space since it was loaded (a new account, a hold,
-                # a deposit): decide the batch again from the store rather than answer (and
-                # store) a refusal the current state would not give.
-                raise AppendConflict(f"space {space_id} changed in another process") from error
+            self._check_fresh(space_id, scope_state)
             if not error.stored:
                 # A key older than the in-memory window keeps its first answer (or is reused)
                 # even when this body would be a not-found: look it up before answering that.
@@ -570,11 +563,22 @@ class Writer:
             outcome = RefusalRecord(code=error.code, detail=error.detail, extra=error.extra)
             request.error = error
         else:
+            if row.event_index is None:  # a success that records nothing (freeze a frozen one)
+                self._check_fresh(space_id, scope_state)
             request.error = _refusal_error_of(outcome)
         row.outcome = encode_outcome(outcome)
         plan.batch.command_rows.append(row)
         request.answer = KeyAnswer(fingerprint, outcome, row)
         scope_state.remember_key(row_id, request.answer)
+
+    def _check_fresh(self, space_id: UUID | None, state: SpaceState) -> None:
+        """An answer that appends no event to the space (a refusal, or a success that changes
+        nothing) meets no stream-version conflict, so nothing would reveal that another process
+        changed the space since it was loaded (a new account, a hold, a deposit, a status). If
+        the store has newer events, the batch is decided again from the store rather than
+        answered (and stored with its key) from a stale state."""
+        if space_id is not None and self.store.stream(space_id, after_version=state.version):
+            raise AppendConflict(f"space {space_id} changed in another process")
 
     # Handlers: each returns the command's answer, or raises a refusal ------------------------
 

@@ -996,7 +996,7 @@ def test_refusals_are_not_decided_on_a_stale_space(database_url: str, clock: Man
     space before the first changed it; a refusal appends no event, so no version conflict
     revealed the change, and it answered (and stored) refusals the current state would not give:
     account-not-found for a new account, posting-not-pending for a new hold, account-not-empty
-    and limit-below-available after a deposit elsewhere."""
+    and limit-below-available after a deposit elsewhere; and no-op successes on a stale status."""
     with (
         Ledger.open(database_url, clock=clock) as first,
         Ledger.open(database_url, clock=clock) as second,
@@ -1018,4 +1018,11 @@ def test_refusals_are_not_decided_on_a_stale_space(database_url: str, clock: Man
         here.post(savings, equity, "50.00")  # +40.00, not seen there
         limited = there.run(cmd.UpdateAccount, account_id=savings, overdraft_limit="0").outcome
         assert isinstance(limited, AccountRecord) and limited.overdraft_limit_minor == 0
+        # A success that records nothing (unfreezing an active account) was also answered from
+        # the stale state: the account stayed frozen while the answer said active.
+        here.run(cmd.FreezeAccount, account_id=savings)
+        unfrozen = there.run(cmd.UnfreezeAccount, account_id=savings)
+        assert unfrozen.position is not None
+        stored = there.ledger.load_space(there.space_id)
+        assert stored is not None and stored.accounts[savings].status == "active"
         assert here.reloaded() == there.reloaded()
