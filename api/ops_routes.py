@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from litestar import Request, Response, get
 from litestar.concurrency import sync_to_thread
+from litestar.openapi.datastructures import ResponseSpec
 
 from api import wire
 from api.metrics import METRICS_CONTENT_TYPE
@@ -24,7 +25,16 @@ def health() -> wire.Health:
     return wire.Health(status="ok")
 
 
-@get("/ready")
+@get(
+    "/ready",
+    responses={
+        503: ResponseSpec(
+            data_container=wire.Readiness,
+            description="The database does not answer",
+            generate_examples=False,
+        )
+    },
+)
 async def ready(request: Req) -> Response[wire.Readiness]:
     """Ready when the database answers; says how far the projections lag behind the log."""
     readiness = await sync_to_thread(_readiness, services_of(request))

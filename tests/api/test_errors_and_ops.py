@@ -41,7 +41,10 @@ def test_an_unexpected_error_is_a_generic_500(database_url: str) -> None:
         api = Api(client)
         space = api.open_space()
         response = api.get(f"/v1/spaces/{space}", wait=False)
+        not_ready = client.get("/ready")
     body = problem_of(response, 500, "internal-error")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["status"] == "unavailable" and not_ready.json()["database"] is False
     assert "hunter2" not in response.text and "Traceback" not in response.text
     assert set(body) == {"type", "title", "status", "detail", "code"}
     assert response.headers["x-request-id"]
