@@ -150,8 +150,8 @@ async def test_concurrent_duplicates_record_once(sqlite_url: str) -> None:
     assert all(r.json()["code"] == "idempotency-key-in-flight" for r in in_flight)
 
 
-def test_keys_are_permanent_across_a_restart(sqlite_url: str) -> None:
-    settings: LedgerSettings = settings_for(sqlite_url)
+def test_keys_are_permanent_across_a_restart(database_url: str) -> None:
+    settings: LedgerSettings = settings_for(database_url)
     body = {"name": "Home", "base_currency": "USD"}
     headers = {**ADMIN, "Idempotency-Key": "forever"}
     with TestClient(create_app(settings)) as client:
