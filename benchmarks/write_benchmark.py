@@ -321,8 +321,11 @@ async def run_profiled_cell(
     ledger = None
     try:
         ledger = Ledger.open(url)
-        # Load the space into the writer's cache first: the profile is of the steady state.
+        # Load the space into the writer's cache first and forget that part of the profiles
+        # (the threads are idle, blocked in a C call, when they are cleared): the steady state.
         ledger.account(book.space_id, book.account_ids[0])
+        for profile in thread_profiles.values():
+            profile.clear()
         loop_profile.enable()
         cell = await run_cell(
             ledger,
