@@ -549,7 +549,7 @@ class Writer:
         try:
             outcome = handler(self, command, scope_state, plan, row)
         except errors.LedgerError as error:
-            self._check_fresh(space_id, scope_state)
+            self._check_fresh(space_id, scope_state, error)
             if not error.stored:
                 # A key older than the in-memory window keeps its first answer (or is reused)
                 # even when this body would be a not-found: look it up before answering that.
@@ -571,13 +571,22 @@ class Writer:
         request.answer = KeyAnswer(fingerprint, outcome, row)
         scope_state.remember_key(row_id, request.answer)
 
-    def _check_fresh(self, space_id: UUID | None, state: SpaceState) -> None:
+    def _check_fresh(
+        self, space_id: UUID | None, state: SpaceState, error: Exception | None = None
+    ) -> None:
         """An answer that appends no event to the space (a refusal, or a success that changes
         nothing) meets no stream-version conflict, so nothing would reveal that another process
         changed the space since it was loaded (a new account, a hold, a deposit, a status). If
         the store has newer events, the batch is decided again from the store rather than
-        answered (and stored with its key) from a stale state."""
-        if space_id is not None and self.store.stream(space_id, after_version=state.version):
+        answered (and stored with its key) from a stale state. The global stream (assets,
+        tokens) is checked for global commands and for an unknown currency."""
+        stale = space_id is not None and bool(
+            self.store.stream(space_id, after_version=state.version)
+        )
+        if not stale and (space_id is None or isinstance(error, errors.UnknownCurrency)):
+            global_version = self.global_state.version
+            stale = bool(self.store.stream(ev.GLOBAL_STREAM_ID, after_version=global_version))
+        if stale:
             raise AppendConflict(f"space {space_id} changed in another process")
 
     # Handlers: each returns the command's answer, or raises a refusal ------------------------

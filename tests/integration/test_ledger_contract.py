@@ -1026,3 +1026,19 @@ def test_refusals_are_not_decided_on_a_stale_space(database_url: str, clock: Man
         stored = there.ledger.load_space(there.space_id)
         assert stored is not None and stored.accounts[savings].status == "active"
         assert here.reloaded() == there.reloaded()
+
+
+def test_global_state_is_not_stale_for_a_refusal(database_url: str) -> None:
+    """Regression: an asset registered (or a token issued) in another process was unknown to a
+    running one, which answered and stored `unknown-currency` (or `token-not-found`)."""
+    with Ledger.open(database_url) as first, Ledger.open(database_url) as second:
+        book = Book(second)
+        book.open()  # the second ledger is busy with its space
+        first.execute(cmd.RegisterAsset(idempotency_key="btc", code="BTC", exponent=8))
+        wallet = book.run(cmd.OpenAccount, name="Wallet", type="asset", currency="BTC").outcome
+        assert isinstance(wallet, AccountRecord) and wallet.currency == "BTC"
+        issued = first.execute(
+            cmd.IssueToken(idempotency_key="t", token_hash=token_hash("x"), role="read")
+        )
+        revoked = second.execute(cmd.RevokeToken(idempotency_key="r", token_id=issued.outcome.id))  # type: ignore[union-attr]
+        assert revoked.outcome.revoked  # type: ignore[union-attr]
