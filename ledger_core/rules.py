@@ -73,6 +73,7 @@ _VERSION_5_MASK: Final = ~((0xC000 << 48) | (0xF000 << 64))
 _VERSION_5_BITS: Final = (0x8000 << 48) | (5 << 76)
 _new_uuid = object.__new__
 _set = object.__setattr__
+_UNKNOWN_SAFETY: Final = SafeUUID.unknown  # an enum member lookup per call showed in profiles
 
 
 def _uuid5(namespace: UUID, name: str) -> UUID:
@@ -82,7 +83,7 @@ def _uuid5(namespace: UUID, name: str) -> UUID:
     value = (int.from_bytes(digest[:16]) & _VERSION_5_MASK) | _VERSION_5_BITS
     result: UUID = _new_uuid(UUID)
     _set(result, "int", value)
-    _set(result, "is_safe", SafeUUID.unknown)
+    _set(result, "is_safe", _UNKNOWN_SAFETY)
     return result
 
 
