@@ -2,10 +2,10 @@
 
 Random sequences of commands (open accounts of every type in USD and JPY with or without an
 overdraft limit; post; hold; capture fully or partly; void; let holds expire by moving an injected
-clock; reverse; change limits; freeze, unfreeze and close; retry a command with the same key and
-the same body or another body) run against a real Ledger while a small model of the expected
-books, written independently of `ledger_core.rules`, predicts every answer. After every step
-it checks:
+clock; reverse; record all-or-nothing batches; change limits; freeze, unfreeze and close; retry a
+command with the same key and the same body or another body) run against a real Ledger while a
+small model of the expected books, written independently of `ledger_core.rules`, predicts every
+answer. After every step it checks:
 
 - money is conserved per currency (debits equal credits across all posted balances);
 - each account's posted balance is its credits minus its debits in its normal direction;
@@ -19,6 +19,7 @@ Each example works in a fresh space of one shared Ledger, so a run costs one dat
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -361,6 +362,39 @@ class LedgerMachine(RuleBasedStateMachine):
         self.model.postings[posting.id] = ModelPosting(
             posting.id, entries, posting.status, expires_at=expires_at
         )
+
+    @rule(
+        data=st.data(),
+        amounts=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=4),
+    )
+    def batch(self, data: st.DataObject, amounts: list[int]) -> None:
+        """All or nothing: the model applies the items one by one to a copy of the books."""
+        items = []
+        for amount in amounts:
+            debit, credit = self.pair(data)
+            items.append([(debit, "debit", amount), (credit, "credit", amount)])
+        trial = Model(accounts=copy.deepcopy(self.model.accounts))
+        failed: tuple[int, str] | None = None
+        for index, entries in enumerate(items):
+            code = trial.decline_code(entries, pending=False)
+            if code is not None:
+                failed = (index, code)
+                break
+            trial.post(entries)
+        specs = tuple(cmd.PostingSpec(entries=self.entry_specs(entries)) for entries in items)
+        command = cmd.RecordBatch(
+            idempotency_key=self.key(), space_id=self.space_id, postings=specs
+        )
+        result = self.send(command, None if failed is None else "batch-item-failed")
+        if isinstance(result, errors.LedgerError):
+            assert failed is not None
+            assert result.extra == {"index": failed[0], "item_code": failed[1]}
+            return
+        postings = result.outcome.postings  # type: ignore[union-attr]
+        assert len(postings) == len(items)
+        for posting, entries in zip(postings, items, strict=True):
+            self.model.post(entries)
+            self.model.postings[posting.id] = ModelPosting(posting.id, entries, "posted")
 
     @precondition(lambda self: bool(self.model.of_status("pending")))
     @rule(data=st.data(), fraction=st.one_of(st.none(), st.integers(min_value=1, max_value=120)))
