@@ -1042,3 +1042,45 @@ def test_global_state_is_not_stale_for_a_refusal(database_url: str) -> None:
         )
         revoked = second.execute(cmd.RevokeToken(idempotency_key="r", token_id=issued.outcome.id))  # type: ignore[union-attr]
         assert revoked.outcome.revoked  # type: ignore[union-attr]
+
+
+def test_holds_expire_after_a_restart_from_a_snapshot(
+    book: Book, clock: ManualClock, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expiry schedule is part of what a snapshot restores (it is not in the fingerprint)."""
+    import ledger_core.writer
+
+    monkeypatch.setattr(ledger_core.writer, "SNAPSHOT_INTERVAL_EVENTS", 3)
+    checking, equity = book.open(), book.open("equity")
+    hold = book.post(equity, checking, "4.00", pending=True, expires_at=START + timedelta(hours=1))
+    for _ in range(3):
+        book.post(checking, equity, "1.00")
+    book.ledger.close()
+    with Ledger.open(database_url, clock=clock) as reopened:
+        assert reopened.store.latest_snapshot(book.space_id) is not None
+        book.ledger = reopened
+        assert book.balances(checking).pending_credits == 400
+        clock.advance(hours=2)
+        reopened.expire_due_holds()
+        assert book.balances(checking).pending_credits == 0
+        book.refused("pending-expired", book.command(cmd.PostPending, posting_id=hold.id))
+
+
+def test_multi_currency_posting_balanced_per_currency(book: Book) -> None:
+    usd, usd_fx = book.open(currency="USD"), book.open("equity", currency="USD")
+    jpy, jpy_fx = book.open(currency="JPY"), book.open("equity", currency="JPY")
+    entries = (
+        cmd.EntrySpec(account_id=jpy, direction="debit", amount="1500", currency="JPY"),
+        cmd.EntrySpec(account_id=usd, direction="credit", amount="10.00"),
+        cmd.EntrySpec(account_id=usd_fx, direction="debit", amount="10.00"),
+        cmd.EntrySpec(account_id=jpy_fx, direction="credit", amount="1500"),
+    )
+    posting = book.run(cmd.RecordPosting, posting=cmd.PostingSpec(entries=entries)).outcome
+    assert isinstance(posting, PostingRecord)
+    assert [(e.currency, e.amount_minor) for e in posting.entries] == [
+        ("JPY", 1500),
+        ("USD", 1000),
+        ("USD", 1000),
+        ("JPY", 1500),
+    ]
+    assert (book.posted(jpy), book.posted(usd)) == (1500, -1000)
