@@ -208,8 +208,9 @@ class PostingAlreadyReversed(LedgerError):
 
 
 class ExceedsPendingAmount(LedgerError):
-    """The amount to post is more than the pending posting holds (or a partial capture of a hold
-    with more than two entries)."""
+    """The amount to post is more than the pending posting holds. (A partial amount on a hold of
+    more than two entries is `invalid-request`: API.md allows partial capture of two-entry holds
+    only.)"""
 
     code = "exceeds-pending-amount"
 
