@@ -32,13 +32,13 @@ from projections.base import (
     head_position,
     read_rows,
 )
-from projections.db import Cursor, Database, is_transient
+from projections.db import Cursor, Database
 from projections.registry import projection_classes
 from projections.tracking import (
     MAX_BATCH_EVENTS,
     ProjectionFailed,
     ProjectionFailure,
-    apply_next_batch,
+    apply_next_batch_together,
     tracked_position,
 )
 
@@ -141,7 +141,9 @@ def build(
     batch once for all of them; return the events read."""
     applied = 0
     while True:
-        count = _build_batch(database, connection, copies, until, min(batch_size, MAX_BATCH_EVENTS))
+        count = apply_next_batch_together(
+            database, connection, copies, limit=min(batch_size, MAX_BATCH_EVENTS), until=until
+        )
         if count == 0:
             return applied
         applied += count
@@ -149,51 +151,6 @@ def build(
             on_progress(
                 count, min(_position(database, connection, c.tracking_name) for c in copies)
             )
-
-
-def _build_batch(
-    database: Database,
-    connection: Any,
-    copies: Sequence[Projection],
-    until: int | None,
-    limit: int,
-) -> int:
-    cursor = connection.cursor()
-    start = min(_position(database, connection, copy.tracking_name) for copy in copies)
-    rows = read_rows(database, cursor, start, limit, until)
-    if not rows:
-        return 0
-    try:
-        events = [decode_row(row) for row in rows]
-        with database.transaction(connection) as write:
-            for copy in copies:
-                position = tracked_position(database, write, copy.tracking_name, lock=True) or 0
-                mine = [event for event in events if event.position > position]
-                if mine:
-                    copy.apply(write, mine)
-                    _move(database, write, copy.tracking_name, mine[-1].position)
-    except Exception as error:
-        if is_transient(error):
-            raise
-        # Find the failing event, one projection and one event at a time (raises it).
-        for copy in copies:
-            while apply_next_batch(
-                database,
-                connection,
-                copy,
-                tracking_name=copy.tracking_name,
-                limit=limit,
-                until=rows[-1].position,
-            ):
-                pass
-        raise
-    return len(rows)
-
-
-def _move(database: Database, cursor: Cursor, name: str, position: int) -> None:
-    database.execute(
-        cursor, f"UPDATE {TRACKING_TABLE} SET position = ? WHERE name = ?", (position, name)
-    )
 
 
 def _position(database: Database, connection: Any, name: str) -> int:

@@ -30,7 +30,7 @@ from projections.tracking import (
     DEFAULT_BATCH_EVENTS,
     ProjectionFailed,
     ProjectionFailure,
-    apply_next_batch,
+    apply_next_batch_together,
     ensure_tracking_row,
 )
 
@@ -183,26 +183,25 @@ class ProjectionRunner:
                 time.sleep(SQLITE_POLL_INTERVAL_S / 4)
 
     def step(self) -> int:
-        """Apply one batch to each projection that has not failed; return the events applied.
-        Raises transient database errors (the caller reconnects)."""
+        """Apply the next batch to every projection that has not failed, in one transaction;
+        return the events read. Raises transient database errors (the caller reconnects)."""
         if self._connection is None:
             self._connection = self.database.connect()
             for projection in self.projections:
                 ensure_tracking_row(self.database, self._connection, projection.name)
-        applied = 0
-        for projection in self.projections:
-            if projection.name in self.failures:
-                continue
-            try:
-                count = apply_next_batch(
-                    self.database, self._connection, projection, limit=self.batch_size
-                )
-            except ProjectionFailed as error:
-                self.failures[projection.name] = error.failure
-                logger.error("%s; it stops here until fixed and restarted", error.failure)
-                continue
-            applied += count
-            if count and self.on_commit is not None:
+        active = [p for p in self.projections if p.name not in self.failures]
+        if not active:
+            return 0
+        try:
+            applied = apply_next_batch_together(
+                self.database, self._connection, active, limit=self.batch_size
+            )
+        except ProjectionFailed as error:
+            self.failures[error.failure.projection] = error.failure
+            logger.error("%s; it stops here until fixed and restarted", error.failure)
+            return 1  # the others go on at the next step
+        if applied and self.on_commit is not None:
+            for projection in active:
                 self.on_commit(projection.name, self._last_position(projection.name))
         return applied
 

@@ -15,6 +15,7 @@ row and raised. The projection never skips it: the next run starts again at that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -194,3 +195,57 @@ def _record_failure(
                 name,
             ),
         )
+
+
+def apply_next_batch_together(
+    database: Database,
+    connection: Any,
+    projections: Sequence[Projection],
+    *,
+    limit: int = DEFAULT_BATCH_EVENTS,
+    until: int | None = None,
+) -> int:
+    """Like `apply_next_batch` for several projections at once: the events after the smallest
+    of their positions are read and decoded once, and applied to each projection (those it has
+    not applied yet) in ONE transaction with all their new positions. Returns the events read.
+    If the batch fails, each projection is retried alone, event by event, so the failing event
+    is found and recorded (`ProjectionFailed`) exactly as `apply_next_batch` does."""
+    cursor = connection.cursor()
+    names = [projection.tracking_name for projection in projections]
+    starts = [tracked_position(database, cursor, name, lock=False) or 0 for name in names]
+    rows = read_rows(database, cursor, min(starts), min(limit, MAX_BATCH_EVENTS), until)
+    if not rows:
+        return 0
+    try:
+        events = [decode_row(row) for row in rows]
+        with database.transaction(connection) as write:
+            for projection, name in zip(projections, names, strict=True):
+                position = tracked_position(database, write, name, lock=True) or 0
+                pending = [event for event in events if event.position > position]
+                if pending:
+                    projection.apply(write, pending)
+                    _set_position(database, write, name, pending[-1].position)
+    except Exception as error:
+        if is_transient(error):
+            raise
+        for projection, name in zip(projections, names, strict=True):
+            while apply_next_batch(
+                database,
+                connection,
+                projection,
+                tracking_name=name,
+                limit=limit,
+                until=rows[-1].position,
+            ):
+                pass
+        raise
+    return len(rows)
+
+
+def _set_position(database: Database, cursor: Cursor, name: str, position: int) -> None:
+    database.execute(
+        cursor,
+        f"UPDATE {TRACKING_TABLE} SET position = ?, failed_position = NULL, "
+        "failed_topic = NULL, failed_reason = NULL, failed_at = NULL WHERE name = ?",
+        (position, name),
+    )

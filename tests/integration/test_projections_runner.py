@@ -188,7 +188,9 @@ def test_an_undecodable_event_stops_the_projections_until_repaired(story: Story)
         with pytest.raises(ProjectionFailed) as failed:
             story.project()
         assert failed.value.failure.position == bad_position
+        story.runner.step()  # the other projection meets the same event
         assert set(story.runner.failures) == {"balances", "postings"}
+        assert {f.position for f in story.runner.failures.values()} == {bad_position}
         assert story.runner.applied_position() == bad_position - 1
         with database.transaction(connection) as write:
             database.execute(
