@@ -4,9 +4,9 @@ One DDL text for both databases; only the column types differ ({uuid}, {date}, {
 {integer}, {boolean}): PostgreSQL gets native `uuid`, `date`, `timestamptz` and `bigint`; SQLite
 gets BLOB (16-byte UUIDs), TEXT (ISO dates, fixed-width UTC timestamps, see `projections.db`)
 and INTEGER, and WITHOUT ROWID tables clustered on their primary key. Primary keys put rows in
-log order within a space or an account, so projecting appends at the end of each range. Constraints guard what the projections
-must never write: positive entry amounts, known enums, non-negative pending totals, one account
-code per space, one posting per position.
+log order within a space or an account, so projecting appends at the end of each range.
+Constraints guard what the projections must never write: positive entry amounts, known enums,
+non-negative pending totals, one account code per space, one posting per position.
 
 - `ledger_projections`: per projection, the last log position applied (committed in the same
   transaction as the read tables' updates: exactly-once), the replay generation, and the event
