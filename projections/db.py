@@ -106,7 +106,9 @@ class PostgresDialect(Dialect):
         return converted
 
     def uuid(self, value: UUID | None) -> Any:
-        return value
+        # As text: psycopg writes a str into COPY and parameters in C (PostgreSQL casts it to
+        # uuid), while a UUID object goes through a Python-level dumper for every value.
+        return str(value) if value is not None else None
 
     def date(self, value: dt.date | None) -> Any:
         return value
