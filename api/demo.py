@@ -32,8 +32,12 @@ def demo() -> None:
         ):
             opened = ledger.execute(
                 cmd.OpenAccount(
-                    idempotency_key=f"demo-{run}-{name}", space_id=space.id, name=name,
-                    type=kind, currency="USD", overdraft_limit=limit,  # type: ignore[arg-type]
+                    idempotency_key=f"demo-{run}-{name}",
+                    space_id=space.id,
+                    name=name,
+                    type=kind,
+                    currency="USD",
+                    overdraft_limit=limit,  # type: ignore[arg-type]
                 )
             ).outcome
             accounts[name] = opened.id
@@ -41,12 +45,17 @@ def demo() -> None:
         def post(key: str, debit: str, credit: str, amount: str, description: str) -> None:
             ledger.execute(
                 cmd.RecordPosting(
-                    idempotency_key=f"demo-{run}-{key}", space_id=space.id,
+                    idempotency_key=f"demo-{run}-{key}",
+                    space_id=space.id,
                     posting=cmd.PostingSpec(
                         description=description,
                         entries=(
-                            cmd.EntrySpec(account_id=accounts[debit], direction="debit", amount=amount),
-                            cmd.EntrySpec(account_id=accounts[credit], direction="credit", amount=amount),
+                            cmd.EntrySpec(
+                                account_id=accounts[debit], direction="debit", amount=amount
+                            ),
+                            cmd.EntrySpec(
+                                account_id=accounts[credit], direction="credit", amount=amount
+                            ),
                         ),
                     ),
                 )
