@@ -4,13 +4,16 @@ balances: the quickest way to see the ledger work."""
 from __future__ import annotations
 
 import uuid
+from uuid import UUID
 
 import click
 
 from ledger_core import Ledger
 from ledger_core import commands as cmd
 from ledger_core.money import format_amount
+from ledger_core.records import AccountRecord, SpaceRecord
 from ledger_core.settings import LedgerSettings
+from ledger_core.types import AccountType
 
 
 @click.command()
@@ -22,14 +25,16 @@ def demo() -> None:
         space = ledger.execute(
             cmd.OpenSpace(idempotency_key=f"demo-{run}", name="Demo household", base_currency="USD")
         ).outcome
-        accounts = {}
-        for name, kind, limit in (
+        assert isinstance(space, SpaceRecord)
+        accounts: dict[str, UUID] = {}
+        chart: tuple[tuple[str, AccountType, str | None], ...] = (
             ("Checking", "asset", "0.00"),
             ("Credit card", "liability", None),
             ("Salary", "income", None),
             ("Rent", "expense", None),
             ("Groceries", "expense", None),
-        ):
+        )
+        for name, kind, limit in chart:
             opened = ledger.execute(
                 cmd.OpenAccount(
                     idempotency_key=f"demo-{run}-{name}",
@@ -37,9 +42,10 @@ def demo() -> None:
                     name=name,
                     type=kind,
                     currency="USD",
-                    overdraft_limit=limit,  # type: ignore[arg-type]
+                    overdraft_limit=limit,
                 )
             ).outcome
+            assert isinstance(opened, AccountRecord)
             accounts[name] = opened.id
 
         def post(key: str, debit: str, credit: str, amount: str, description: str) -> None:

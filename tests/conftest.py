@@ -39,7 +39,7 @@ def _postgres_problem() -> str | None:
     return None
 
 
-_problem: str | None | bool = False
+_problem: str | bool | None = False
 
 
 def require_postgres() -> None:
