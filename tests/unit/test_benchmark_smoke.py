@@ -20,8 +20,8 @@ def test_write_benchmark_runs_every_cell_and_the_profile(tmp_path: Path) -> None
     payload = write_benchmark.main(
         [
             "--backend=sqlite",
-            "--seconds=0.3",
-            "--warmup=0.1",
+            "--seconds=0.6",
+            "--warmup=0.2",
             "--preload=1000",
             "--accounts=12",
             "--submitters",
