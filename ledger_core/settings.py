@@ -16,7 +16,9 @@ class LedgerSettings(BaseSettings):
     #: `sqlite:///path` (relative to the working directory; `sqlite:////abs/path` for absolute)
     #: or `postgresql://user:password@host:port/dbname`.
     database_url: str = DEFAULT_DATABASE_URL
-    #: Base64 of 32 random bytes: AES-256-GCM key for sensitive text at rest.
+    #: A server secret. Today: the key from which the API derives tokens on `POST /v1/tokens`
+    #: (so a replay answers the same token without storing it). Reserved for the AES-256-GCM
+    #: encryption of sensitive text at rest (DESIGN.md), which is not implemented yet.
     encryption_key: str | None = None
     #: Bootstraps the first admin token of the HTTP API.
     admin_token: str | None = None
