@@ -22,7 +22,7 @@ from ledger_core.types import AccountSubtype, AccountType, CommandContext, Entry
 GLOBAL_STREAM_ID: Final = UUID("00000000-0000-0000-0000-00000000a55e")
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Base of every event: when it was recorded, the idempotency key of the command that caused
     it (None for events the ledger records by itself, such as an expiry) and who sent it."""
 

@@ -23,20 +23,26 @@ from ledger_core.types import (
 )
 
 
-class SpaceRecord(msgspec.Struct, frozen=True, kw_only=True, tag="space", tag_field="record"):
+class SpaceRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="space", tag_field="record", gc=False
+):
     id: UUID
     name: str
     base_currency: str
     recorded_at: datetime
 
 
-class AssetRecord(msgspec.Struct, frozen=True, kw_only=True, tag="asset", tag_field="record"):
+class AssetRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="asset", tag_field="record", gc=False
+):
     code: str
     exponent: int
     name: str = ""
 
 
-class TokenRecord(msgspec.Struct, frozen=True, kw_only=True, tag="token", tag_field="record"):
+class TokenRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="token", tag_field="record", gc=False
+):
     id: UUID
     role: Literal["admin", "write", "read"]
     spaces: tuple[UUID, ...]
@@ -44,7 +50,7 @@ class TokenRecord(msgspec.Struct, frozen=True, kw_only=True, tag="token", tag_fi
     revoked: bool = False
 
 
-class Balances(msgspec.Struct, frozen=True, kw_only=True):
+class Balances(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """In the account's normal-balance direction (API.md). `pending_debits`/`pending_credits`
     are the non-negative totals of open holds' entries; `available` is `posted` minus the open
     holds' entries against the normal direction."""
@@ -55,7 +61,9 @@ class Balances(msgspec.Struct, frozen=True, kw_only=True):
     available: int = 0
 
 
-class AccountRecord(msgspec.Struct, frozen=True, kw_only=True, tag="account", tag_field="record"):
+class AccountRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="account", tag_field="record", gc=False
+):
     id: UUID
     space_id: UUID
     name: str
@@ -74,7 +82,9 @@ class AccountRecord(msgspec.Struct, frozen=True, kw_only=True, tag="account", ta
 EntryRecord = Entry
 
 
-class PostingRecord(msgspec.Struct, frozen=True, kw_only=True, tag="posting", tag_field="record"):
+class PostingRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="posting", tag_field="record", gc=False
+):
     id: UUID
     space_id: UUID
     status: PostingStatus
@@ -92,11 +102,15 @@ class PostingRecord(msgspec.Struct, frozen=True, kw_only=True, tag="posting", ta
     declined_reason: str | None = None
 
 
-class BatchRecord(msgspec.Struct, frozen=True, kw_only=True, tag="batch", tag_field="record"):
+class BatchRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="batch", tag_field="record", gc=False
+):
     postings: tuple[PostingRecord, ...]
 
 
-class RefusalRecord(msgspec.Struct, frozen=True, kw_only=True, tag="refusal", tag_field="record"):
+class RefusalRecord(
+    msgspec.Struct, frozen=True, kw_only=True, tag="refusal", tag_field="record", gc=False
+):
     """A stored refusal: its code, detail and extra problem fields."""
 
     code: str
@@ -116,7 +130,7 @@ Outcome = (
 )
 
 
-class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
+class CommandResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The answer to a command that succeeded. `position` is the log position that made it true
     (None if it recorded nothing); `replayed` is True for the stored answer to a retry."""
 

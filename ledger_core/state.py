@@ -108,7 +108,7 @@ class AccountState:
         )
 
 
-class PostingInfo(msgspec.Struct):
+class PostingInfo(msgspec.Struct, gc=False):
     """What the writer needs to know of a posting no longer pending: its status, the event
     version holding its posted entries, and the reversal link."""
 

@@ -70,7 +70,7 @@ class StoreUnavailable(Exception):
     """The database could not be reached or failed; nothing of the batch was written."""
 
 
-class CommandRow(msgspec.Struct, kw_only=True):
+class CommandRow(msgspec.Struct, kw_only=True, gc=False):
     """One row of `ledger_commands`. `event_index` points into the batch's events: the row's
     position is that event's position (None: the command recorded no event)."""
 

@@ -40,7 +40,7 @@ NORMAL_BALANCE: Final[dict[str, Direction]] = {
 }
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True):
+class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One leg of a recorded posting: [account_id, direction, amount_minor, currency]."""
 
     account_id: UUID
@@ -49,7 +49,7 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
     currency: str
 
 
-class CommandContext(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class CommandContext(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Who sent a command and from where; recorded in its events for the audit view. Not part of
     the command's fingerprint: a retry from another request id is still the same command."""
 

@@ -90,7 +90,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class KeyAnswer(msgspec.Struct):
+class KeyAnswer(msgspec.Struct, gc=False):
     """What a space remembers of an idempotency key: the request's fingerprint, the answer,
     and its command row (whose position is known once the batch commits)."""
 
