@@ -22,16 +22,16 @@ end of any date is then one index seek: the closing balance of the latest row on
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
-from uuid import UUID
 
 import msgspec
 
 from ledger_core import events as ev
 from ledger_core.types import NORMAL_BALANCE
+from projections import feed
 from projections.base import LoggedEvent, Projection
-from projections.db import Cursor, Dialect
+from projections.db import Cursor, Dialect, pg_array
 
 #: Keys looked up per query when a batch loads its accounts or holds (SQLite allows 32766 bound
 #: variables per statement; two per key).
@@ -39,6 +39,7 @@ LOOKUP_CHUNK_KEYS: Final = 500
 
 _entries_encoder = msgspec.json.Encoder()
 _entries_decoder = msgspec.json.Decoder(tuple[ev.EntryRecorded, ...])
+_light_entries_decoder = msgspec.json.Decoder(tuple[feed.LightEntry, ...])
 _metadata_encoder = msgspec.json.Encoder(order="sorted")
 _metadata_decoder = msgspec.json.Decoder(dict[str, str])
 
@@ -47,9 +48,10 @@ _ACCOUNT_COLUMNS: Final = (
     "status, overdraft_limit_minor, metadata, posted_minor, pending_debits_minor, "
     "pending_credits_minor"
 )
+_SQLITE_TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-def encode_entries(entries: Sequence[ev.EntryRecorded]) -> str:
+def encode_entries(entries: Sequence[ev.EntryRecorded] | Sequence[feed.LightEntry]) -> str:
     return _entries_encoder.encode(entries).decode()
 
 
@@ -57,8 +59,12 @@ def decode_entries(text: str | bytes) -> tuple[ev.EntryRecorded, ...]:
     return _entries_decoder.decode(text)
 
 
+def decode_light_entries(text: str | bytes) -> tuple[feed.LightEntry, ...]:
+    return _light_entries_decoder.decode(text)
+
+
 def encode_metadata(metadata: dict[str, str]) -> str:
-    return _metadata_encoder.encode(metadata).decode()
+    return _metadata_encoder.encode(metadata).decode() if metadata else "{}"
 
 
 def decode_metadata(text: str | bytes) -> dict[str, str]:
@@ -66,42 +72,50 @@ def decode_metadata(text: str | bytes) -> dict[str, str]:
 
 
 class ValueCache:
-    """Database forms of values that repeat within a batch (a space's id; the dates and the
-    `recorded_at` shared by all the events of one append), converted once."""
+    """Database forms of the feed's text values, for one batch. PostgreSQL takes the canonical
+    text as it is. SQLite stores a UUID as its 16 bytes and a time as fixed-width UTC text
+    (`projections.db`); ids and times that repeat within a batch (spaces, accounts, the
+    `recorded_at` of one append) are converted once."""
 
     def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self._uuids: dict[UUID, Any] = {}
-        self._dates: dict[date, Any] = {}
-        self._timestamps: dict[datetime, Any] = {}
+        self.is_postgres = dialect.name == "postgresql"
+        self._uuids: dict[str, Any] = {}
+        self._times: dict[str, str] = {}
 
-    def uuid(self, value: UUID) -> Any:
-        found = self._uuids.get(value)
+    def uuid(self, text: str) -> Any:
+        """The stored form of a UUID that repeats (a space's or an account's id)."""
+        if self.is_postgres:
+            return text
+        found = self._uuids.get(text)
         if found is None:
-            found = self._uuids[value] = self.dialect.uuid(value)
+            found = self._uuids[text] = bytes.fromhex(text.replace("-", ""))
         return found
 
-    def date(self, value: date) -> Any:
-        found = self._dates.get(value)
+    def unique_uuid(self, text: str | None) -> Any:
+        """The stored form of a UUID seen once (a posting's id), or None."""
+        if self.is_postgres or text is None:
+            return text
+        return bytes.fromhex(text.replace("-", ""))
+
+    def time(self, text: str | None) -> str | None:
+        if self.is_postgres or text is None:
+            return text
+        found = self._times.get(text)
         if found is None:
-            found = self._dates[value] = self.dialect.date(value)
+            moment = datetime.fromisoformat(text).astimezone(UTC)
+            found = self._times[text] = moment.strftime(_SQLITE_TIMESTAMP_FORMAT)
         return found
 
-    def timestamp(self, value: datetime | None) -> Any:
-        if value is None:
-            return None
-        found = self._timestamps.get(value)
-        if found is None:
-            found = self._timestamps[value] = self.dialect.timestamp(value)
-        return found
+    def boolean(self, value: bool) -> Any:
+        return value if self.is_postgres else int(value)
 
 
 class AccountRow:
-    """An account's row while a batch is applied."""
+    """An account's row while a batch is applied; `space_id` and `account_id` are in their
+    stored form."""
 
     __slots__ = (
         "account_id",
-        "account_value",
         "code",
         "currency",
         "dirty",
@@ -140,8 +154,6 @@ class AccountRow:
         ) = values
         self.is_new = is_new
         self.dirty = is_new
-        #: The account id as the database stores it (converted once per batch).
-        self.account_value: Any = None
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -169,20 +181,18 @@ class Hold:
     __slots__ = ("effective_date", "entries", "is_new")
 
     def __init__(
-        self, effective_date: date, entries: tuple[ev.EntryRecorded, ...], *, is_new: bool
+        self, effective_date: str, entries: tuple[feed.LightEntry, ...], *, is_new: bool
     ) -> None:
         self.effective_date = effective_date
         self.entries = entries
         self.is_new = is_new
 
 
-_HOLD_CLOSERS: Final = (ev.PendingPostingPosted, ev.PendingPostingVoided, ev.PendingPostingExpired)
-_ACCOUNT_EVENTS: Final = (
-    ev.AccountUpdated,
-    ev.AccountFrozen,
-    ev.AccountUnfrozen,
-    ev.AccountClosed,
-)
+_HOLD_CLOSERS: Final = (feed.PendingPostingPosted, feed.HoldClosed)
+_ACCOUNT_EVENTS: Final = (feed.AccountUpdated, feed.AccountStatusChanged)
+
+#: A pair of stored-form ids: (space, account) or (space, posting).
+Key = tuple[Any, Any]
 
 
 class BalancesProjection(Projection):
@@ -198,8 +208,11 @@ class BalancesProjection(Projection):
     def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
         batch = _Batch(self, cursor)
         batch.load(events)
+        handlers = _HANDLERS
         for logged in events:
-            batch.apply(logged)
+            handler = handlers.get(logged.event.__class__)
+            if handler is not None:
+                handler(batch, logged)
         batch.write()
 
 
@@ -212,111 +225,110 @@ class _Batch:
         self.dialect = projection.dialect
         self.values = ValueCache(projection.dialect)
         self.cursor = cursor
-        self.accounts: dict[tuple[UUID, UUID], AccountRow] = {}
-        self.holds: dict[tuple[UUID, UUID], Hold] = {}
-        self.closed_holds: list[tuple[UUID, UUID]] = []
+        self.accounts: dict[Key, AccountRow] = {}
+        self.holds: dict[Key, Hold] = {}
+        self.closed_holds: list[Key] = []
         self.spaces: list[tuple[Any, ...]] = []
         self.entries: list[tuple[Any, ...]] = []
-        self.daily: dict[tuple[UUID, UUID, date], int] = {}
+        self.daily: dict[tuple[Any, Any, str], int] = {}
 
     # Loading -----------------------------------------------------------------------------------
 
     def load(self, events: Sequence[LoggedEvent]) -> None:
-        hold_keys = {
-            (logged.stream_id, logged.event.posting_id)
-            for logged in events
-            if isinstance(logged.event, _HOLD_CLOSERS)
-        }
-        self._load_holds(hold_keys)
-        account_keys: set[tuple[UUID, UUID]] = set()
+        uuid = self.values.uuid
+        hold_keys: set[Key] = set()
+        account_keys: set[Key] = set()
         for logged in events:
             event = logged.event
-            if isinstance(event, ev.PostingRecorded | ev.PendingPostingPosted):
-                account_keys.update((logged.stream_id, e.account_id) for e in event.entries)
+            if isinstance(event, feed.PostingRecorded):
+                space = uuid(logged.stream_id)
+                account_keys.update([(space, uuid(e.account_id)) for e in event.entries])
+            elif isinstance(event, _HOLD_CLOSERS):
+                hold_keys.add((uuid(logged.stream_id), self.values.unique_uuid(event.posting_id)))
+                if isinstance(event, feed.PendingPostingPosted):
+                    space = uuid(logged.stream_id)
+                    account_keys.update([(space, uuid(e.account_id)) for e in event.entries])
             elif isinstance(event, _ACCOUNT_EVENTS):
-                account_keys.add((logged.stream_id, event.account_id))
-        for (space_id, _), hold in self.holds.items():
-            account_keys.update((space_id, e.account_id) for e in hold.entries)
+                account_keys.add((uuid(logged.stream_id), uuid(event.account_id)))
+        self._load_holds(hold_keys)
+        for (space, _), hold in self.holds.items():
+            account_keys.update([(space, uuid(e.account_id)) for e in hold.entries])
         self._load_accounts(account_keys)
 
-    def _lookup(self, template: str, keys: Iterable[tuple[UUID, UUID]]) -> list[Any]:
-        """Rows of `template` (a SELECT ending in a join on `keys`) for pairs of UUIDs."""
+    def _lookup(self, template: str, keys: Iterable[Key]) -> list[Any]:
+        """Rows of `template` (a SELECT ending in a join on `keys`) for pairs of stored ids."""
         dialect, found = self.dialect, []
         key_list = list(keys)
         for start in range(0, len(key_list), LOOKUP_CHUNK_KEYS):
             chunk = key_list[start : start + LOOKUP_CHUNK_KEYS]
             if dialect.name == "postgresql":
                 join = "JOIN unnest(%s::uuid[], %s::uuid[]) AS k(a, b)"
-                params: list[Any] = [[k[0] for k in chunk], [k[1] for k in chunk]]
+                params: list[Any] = [pg_array(k[0] for k in chunk), pg_array(k[1] for k in chunk)]
                 sql = self.projection.statement(template).replace("{join}", join)
             else:
                 values = ",".join(["(?,?)"] * len(chunk))
                 join = f"JOIN (VALUES {values}) AS k"
                 sql = self.projection.statement(template).replace("{join}", join)
                 sql = sql.replace("k.a", "k.column1").replace("k.b", "k.column2")
-                params = [dialect.uuid(v) for key in chunk for v in key]
+                params = [v for key in chunk for v in key]
             self.cursor.execute(sql, params)
             found.extend(self.cursor.fetchall())
         return found
 
-    def _load_holds(self, keys: set[tuple[UUID, UUID]]) -> None:
+    def _ids(self, *columns: str) -> str:
+        """Id columns selected in their stored form (PostgreSQL: as canonical text)."""
+        if self.dialect.name == "postgresql":
+            return ", ".join(f"{column}::text" for column in columns)
+        return ", ".join(columns)
+
+    def _load_holds(self, keys: set[Key]) -> None:
         if not keys:
             return
         rows = self._lookup(
-            "SELECT h.space_id, h.posting_id, h.effective_date, h.entries "
+            f"SELECT {self._ids('h.space_id', 'h.posting_id')}, h.effective_date, h.entries "
             "FROM {rm_balance_holds} AS h {{join}} "
             "ON h.space_id = k.a AND h.posting_id = k.b",
             keys,
         )
-        dialect = self.dialect
-        for row in rows:
-            key = (dialect.to_uuid(row[0]), dialect.to_uuid(row[1]))
-            hold_date = dialect.to_date(row[2])
-            assert hold_date is not None
-            self.holds[key] = Hold(hold_date, decode_entries(row[3]), is_new=False)  # type: ignore[index]
+        for space, posting, effective_date, entries in rows:
+            self.holds[(space, posting)] = Hold(
+                str(effective_date), decode_light_entries(entries), is_new=False
+            )
 
-    def _load_accounts(self, keys: set[tuple[UUID, UUID]]) -> None:
+    def _load_accounts(self, keys: set[Key]) -> None:
         if not keys:
             return
-        columns = ", ".join("a." + c.strip() for c in _ACCOUNT_COLUMNS.split(","))
+        columns = ", ".join("a." + c.strip() for c in _ACCOUNT_COLUMNS.split(",")[2:])
         rows = self._lookup(
-            f"SELECT {columns} FROM {{rm_accounts}} AS a {{{{join}}}} "
-            "ON a.space_id = k.a AND a.account_id = k.b",
+            f"SELECT {self._ids('a.space_id', 'a.account_id')}, {columns} "
+            "FROM {rm_accounts} AS a {{join}} ON a.space_id = k.a AND a.account_id = k.b",
             keys,
         )
-        dialect = self.dialect
         for row in rows:
-            values = list(row)
-            values[0], values[1] = dialect.to_uuid(row[0]), dialect.to_uuid(row[1])
-            account = AccountRow(values, is_new=False)
-            account.account_value = row[1]
+            account = AccountRow(row, is_new=False)
             self.accounts[(account.space_id, account.account_id)] = account
 
     # Applying ----------------------------------------------------------------------------------
 
-    def apply(self, logged: LoggedEvent) -> None:
-        handler = _HANDLERS.get(type(logged.event))
-        if handler is not None:
-            handler(self, logged)
-
     def _space_opened(self, logged: LoggedEvent) -> None:
-        event: ev.SpaceOpened = logged.event  # type: ignore[assignment]
-        dialect = self.dialect
+        event: feed.SpaceOpened = logged.event
+        values = self.values
         self.spaces.append(
             (
-                dialect.uuid(event.space_id),
+                values.uuid(event.space_id),
                 logged.position,
                 event.name,
                 event.base_currency,
-                dialect.timestamp(event.recorded_at),
+                values.time(event.recorded_at),
             )
         )
 
     def _account_opened(self, logged: LoggedEvent) -> None:
-        event: ev.AccountOpened = logged.event  # type: ignore[assignment]
-        values = (
-            logged.stream_id,
-            event.account_id,
+        event: feed.AccountOpened = logged.event
+        values = self.values
+        row = (
+            values.uuid(logged.stream_id),
+            values.uuid(event.account_id),
             logged.position,
             event.name,
             event.type,
@@ -331,17 +343,17 @@ class _Batch:
             0,
             0,
         )
-        account = AccountRow(values, is_new=True)
-        account.account_value = self.dialect.uuid(event.account_id)
-        self.accounts[(logged.stream_id, event.account_id)] = account
+        account = AccountRow(row, is_new=True)
+        self.accounts[(account.space_id, account.account_id)] = account
 
-    def _account(self, logged: LoggedEvent, account_id: UUID) -> AccountRow:
-        account = self.accounts[(logged.stream_id, account_id)]
+    def _account(self, logged: LoggedEvent, account_id: str) -> AccountRow:
+        values = self.values
+        account = self.accounts[(values.uuid(logged.stream_id), values.uuid(account_id))]
         account.dirty = True
         return account
 
     def _account_updated(self, logged: LoggedEvent) -> None:
-        event: ev.AccountUpdated = logged.event  # type: ignore[assignment]
+        event: feed.AccountUpdated = logged.event
         account = self._account(logged, event.account_id)
         if event.name is not msgspec.UNSET:
             account.name = event.name
@@ -352,29 +364,28 @@ class _Batch:
 
     def _account_status(self, logged: LoggedEvent) -> None:
         event = logged.event
-        status = _STATUSES[type(event)]
-        self._account(logged, event.account_id).status = status  # type: ignore[attr-defined]
+        self._account(logged, event.account_id).status = _STATUSES[event.__class__]
 
     def _posting_recorded(self, logged: LoggedEvent) -> None:
-        event: ev.PostingRecorded = logged.event  # type: ignore[assignment]
+        event: feed.PostingRecorded = logged.event
         if event.pending:
             self._hold(logged, event.entries, +1)
-            key = (logged.stream_id, event.posting_id)
+            key = (self.values.uuid(logged.stream_id), self.values.unique_uuid(event.posting_id))
             self.holds[key] = Hold(event.effective_date, event.entries, is_new=True)
         else:
             self._post(logged, event.posting_id, event.entries, event.effective_date)
 
     def _hold_closed(self, logged: LoggedEvent) -> None:
         event = logged.event
-        key = (logged.stream_id, event.posting_id)  # type: ignore[attr-defined]
+        key = (self.values.uuid(logged.stream_id), self.values.unique_uuid(event.posting_id))
         hold = self.holds.pop(key)
         if not hold.is_new:
             self.closed_holds.append(key)
         self._hold(logged, hold.entries, -1)
-        if isinstance(event, ev.PendingPostingPosted):
+        if isinstance(event, feed.PendingPostingPosted):
             self._post(logged, event.posting_id, event.entries, hold.effective_date)
 
-    def _hold(self, logged: LoggedEvent, entries: Sequence[ev.EntryRecorded], sign: int) -> None:
+    def _hold(self, logged: LoggedEvent, entries: Sequence[feed.LightEntry], sign: int) -> None:
         for entry in entries:
             account = self._account(logged, entry.account_id)
             if entry.direction == "debit":
@@ -385,34 +396,36 @@ class _Batch:
     def _post(
         self,
         logged: LoggedEvent,
-        posting_id: UUID,
-        entries: Sequence[ev.EntryRecorded],
-        effective_date: date,
+        posting_id: str,
+        entries: Sequence[feed.LightEntry],
+        effective_date: str,
     ) -> None:
-        dialect, space_id, daily = self.dialect, logged.stream_id, self.daily
-        space_value, posting_value = self.values.uuid(space_id), dialect.uuid(posting_id)
-        date_value = self.values.date(effective_date)
-        recorded_value = self.values.timestamp(logged.event.recorded_at)
+        values, accounts, daily, rows = self.values, self.accounts, self.daily, self.entries
+        uuid = values.uuid
+        space = uuid(logged.stream_id)
+        posting = values.unique_uuid(posting_id)
+        recorded = values.time(logged.event.recorded_at)
+        position = logged.position
         for leg, entry in enumerate(entries):
-            account = self._account(logged, entry.account_id)
-            amount = (
-                entry.amount_minor if entry.direction == account.normal else -entry.amount_minor
-            )
-            account.posted += amount
-            day_key = (space_id, entry.account_id, effective_date)
-            daily[day_key] = daily.get(day_key, 0) + amount
-            self.entries.append(
+            account = accounts[(space, uuid(entry.account_id))]
+            account.dirty = True
+            amount, direction = entry.amount_minor, entry.direction
+            signed = amount if direction == account.normal else -amount
+            account.posted += signed
+            day_key = (space, account.account_id, effective_date)
+            daily[day_key] = daily.get(day_key, 0) + signed
+            rows.append(
                 (
-                    space_value,
-                    account.account_value,
-                    logged.position,
+                    space,
+                    account.account_id,
+                    position,
                     leg,
-                    posting_value,
-                    entry.direction,
-                    entry.amount_minor,
+                    posting,
+                    direction,
+                    amount,
                     entry.currency,
-                    date_value,
-                    recorded_value,
+                    effective_date,
+                    recorded,
                     account.posted,
                 )
             )
@@ -429,23 +442,21 @@ class _Batch:
         )
         self._write_accounts()
         self._write_holds()
-        database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
+        database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries, plain=True)
         self._write_daily()
 
     def _write_accounts(self) -> None:
-        dialect, new_rows, changed_rows = self.dialect, [], []
+        new_rows, changed_rows = [], []
         for account in self.accounts.values():
             if not account.dirty:
                 continue
-            values = list(account.values())
-            values[0], values[1] = dialect.uuid(values[0]), dialect.uuid(values[1])
             if account.is_new:
-                new_rows.append(values)
+                new_rows.append(account.values())
             else:
                 changed_rows.append(
                     (
-                        values[0],
-                        values[1],
+                        account.space_id,
+                        account.account_id,
                         account.name,
                         account.status,
                         account.overdraft_limit,
@@ -462,27 +473,22 @@ class _Batch:
         )
 
     def _write_holds(self) -> None:
-        dialect, database = self.dialect, self.database
+        database = self.database
         table = self.projection.table_names["rm_balance_holds"]
         new_holds = [
-            (
-                dialect.uuid(key[0]),
-                dialect.uuid(key[1]),
-                dialect.date(hold.effective_date),
-                encode_entries(hold.entries),
-            )
+            (key[0], key[1], hold.effective_date, encode_entries(hold.entries))
             for key, hold in self.holds.items()
             if hold.is_new
         ]
         database.insert_rows(
             self.cursor, table, ("space_id", "posting_id", "effective_date", "entries"), new_holds
         )
-        closed = [(dialect.uuid(key[0]), dialect.uuid(key[1])) for key in self.closed_holds]
+        closed = self.closed_holds
         if closed and database.is_postgres:
             self.cursor.execute(
                 f"DELETE FROM {table} AS h USING unnest(%s::uuid[], %s::uuid[]) AS u(s, p) "
                 "WHERE h.space_id = u.s AND h.posting_id = u.p",
-                [[row[0] for row in closed], [row[1] for row in closed]],
+                [pg_array(key[0] for key in closed), pg_array(key[1] for key in closed)],
             )
         elif closed:
             self.cursor.executemany(
@@ -495,11 +501,7 @@ class _Batch:
         balance of that day and every later one."""
         if not self.daily:
             return
-        dialect = self.dialect
-        keys = [
-            (dialect.uuid(space), dialect.uuid(account), dialect.date(day), amount)
-            for (space, account, day), amount in sorted(self.daily.items())
-        ]
+        keys = [(s, a, d, amount) for (s, a, d), amount in sorted(self.daily.items())]
         if self.database.is_postgres:
             self._write_daily_postgres(keys)
             return
@@ -514,7 +516,7 @@ class _Batch:
         )
 
     def _write_daily_postgres(self, keys: list[tuple[Any, Any, Any, int]]) -> None:
-        columns = [list(column) for column in zip(*keys, strict=True)]
+        columns = [pg_array(column) for column in zip(*keys, strict=True)]
         self.cursor.execute(self.projection.statement(_POSTGRES_DAILY_INSERT), columns[:3])
         self.cursor.execute(self.projection.statement(_POSTGRES_DAILY_UPDATE), columns)
 
@@ -586,21 +588,21 @@ _POSTGRES_DAILY_UPDATE: Final = (
 )
 
 
-_STATUSES: Final[dict[type[ev.Event], str]] = {
-    ev.AccountFrozen: "frozen",
-    ev.AccountUnfrozen: "active",
-    ev.AccountClosed: "closed",
+_STATUSES: Final[dict[type[feed.LightEvent], str]] = {
+    feed.AccountFrozen: "frozen",
+    feed.AccountUnfrozen: "active",
+    feed.AccountClosed: "closed",
 }
 
-_HANDLERS: Final[dict[type[ev.Event], Any]] = {
-    ev.SpaceOpened: _Batch._space_opened,
-    ev.AccountOpened: _Batch._account_opened,
-    ev.AccountUpdated: _Batch._account_updated,
-    ev.AccountFrozen: _Batch._account_status,
-    ev.AccountUnfrozen: _Batch._account_status,
-    ev.AccountClosed: _Batch._account_status,
-    ev.PostingRecorded: _Batch._posting_recorded,
-    ev.PendingPostingPosted: _Batch._hold_closed,
-    ev.PendingPostingVoided: _Batch._hold_closed,
-    ev.PendingPostingExpired: _Batch._hold_closed,
+_HANDLERS: Final[dict[type[feed.LightEvent], Any]] = {
+    feed.SpaceOpened: _Batch._space_opened,
+    feed.AccountOpened: _Batch._account_opened,
+    feed.AccountUpdated: _Batch._account_updated,
+    feed.AccountFrozen: _Batch._account_status,
+    feed.AccountUnfrozen: _Batch._account_status,
+    feed.AccountClosed: _Batch._account_status,
+    feed.PostingRecorded: _Batch._posting_recorded,
+    feed.PendingPostingPosted: _Batch._hold_closed,
+    feed.PendingPostingVoided: _Batch._hold_closed,
+    feed.PendingPostingExpired: _Batch._hold_closed,
 }

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final, NamedTuple
 from uuid import UUID
 
 from ledger_core.codec import decode_event
 from ledger_core.events import Event
 from ledger_core.store import EVENTS_TABLE
 from projections.db import Cursor, Database
+from projections.feed import LightEvent, decode_light
 
 #: The table of per-projection positions (created by migration m0002).
 TRACKING_TABLE: Final = "ledger_projections"
@@ -37,21 +38,29 @@ class StoredRow:
     state: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """A decoded event with where it sits in the log."""
+class FeedRow(NamedTuple):
+    """An event row as the projections read it: the stream id as canonical UUID text."""
 
     position: int
-    stream_id: UUID
-    version: int
+    stream_id: str
     topic: str
-    event: Event
+    state: bytes
+
+
+class LoggedEvent(NamedTuple):
+    """An event's light view (`projections.feed`, None for a global event) with where it sits
+    in the log; the stream id is the space id as canonical UUID text."""
+
+    position: int
+    stream_id: str
+    topic: str
+    event: Any
 
 
 class EventDecodeFailed(Exception):
     """A stored event could not be decoded (unknown topic, corrupt state)."""
 
-    def __init__(self, row: StoredRow, reason: str) -> None:
+    def __init__(self, row: StoredRow | FeedRow, reason: str) -> None:
         super().__init__(f"event at position {row.position} ({row.topic}): {reason}")
         self.position = row.position
         self.topic = row.topic
@@ -87,12 +96,50 @@ def head_position(database: Database, cursor: Cursor) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def decode_row(row: StoredRow) -> LoggedEvent:
+def read_feed_rows(
+    database: Database, cursor: Cursor, after: int, limit: int, until: int | None = None
+) -> list[FeedRow]:
+    """Like `read_rows`, for the projections: the stream id as canonical UUID text."""
+    bound = until if until is not None else 2**63 - 1
+    if database.is_postgres:
+        cursor.execute(
+            "SELECT notification_id, originator_id::text, topic, state "
+            f"FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s "
+            "ORDER BY notification_id LIMIT %s",
+            (after, bound, limit),
+            binary=True,  # bytea as bytes, not as hex text to decode
+        )  # type: ignore[call-arg]
+        return [FeedRow(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()]
+    cursor.execute(
+        "SELECT rowid, originator_id, topic, state "
+        f"FROM {EVENTS_TABLE} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+        (after, bound, limit),
+    )
+    streams: dict[str, str] = {}
+    rows = []
+    for position, stored_id, topic, state in cursor.fetchall():
+        stream_id = streams.get(stored_id)
+        if stream_id is None:
+            stream_id = streams[stored_id] = str(UUID(stored_id))
+        rows.append(FeedRow(position, stream_id, topic, state))
+    return rows
+
+
+def decode_row(row: FeedRow) -> LoggedEvent:
+    """The light view of a feed row's event."""
     try:
-        event = decode_event(row.topic, row.state)
+        event: LightEvent | None = decode_light(row.topic, row.state)
     except Exception as error:  # any decoding failure is this event's failure
         raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
-    return LoggedEvent(row.position, row.stream_id, row.version, row.topic, event)
+    return LoggedEvent(row.position, row.stream_id, row.topic, event)
+
+
+def decode_stored(row: StoredRow) -> Event:
+    """The full event of a stored row (the audit's view: every field, typed)."""
+    try:
+        return decode_event(row.topic, row.state)
+    except Exception as error:  # any decoding failure is this event's failure
+        raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
 
 
 class Projection:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
@@ -224,17 +224,34 @@ class Database:
             cursor.executemany(self.dialect.sql(statement), rows)
 
     def insert_rows(
-        self, cursor: Cursor, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+        self,
+        cursor: Cursor,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        plain: bool = False,
+        free_text: Sequence[int] | None = None,
     ) -> None:
-        """Insert many rows: COPY on PostgreSQL (one stream instead of a statement per row),
-        executemany on SQLite (in-process, so a statement per row is cheap)."""
+        """Insert many rows: one COPY stream on PostgreSQL, formatted here in COPY's text
+        format (psycopg's per-value `write_row` measured 3x slower), executemany on SQLite
+        (in-process, so a statement per row is cheap). `plain` says every value is an int or a
+        str without tabs, newlines or backslashes (ids, dates, times, codes), which skips the
+        escaping; `free_text` names the only columns that may need it (the others may still be
+        None or booleans)."""
         if not rows:
             return
         column_list = ", ".join(columns)
         if self.is_postgres:
+            if plain:
+                lines = ["\t".join(map(str, row)) for row in rows]
+            elif free_text is not None:
+                lines = [_copy_line(row, free_text) for row in rows]
+            else:
+                lines = ["\t".join([_copy_text(value) for value in row]) for row in rows]
+            lines.append("")
             with cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:  # type: ignore[attr-defined]
-                for row in rows:
-                    copy.write_row(row)
+                copy.write("\n".join(lines))
             return
         marks = ", ".join("?" * len(columns))
         cursor.executemany(f"INSERT INTO {table} ({column_list}) VALUES ({marks})", rows)
@@ -254,10 +271,14 @@ class Database:
             return
         names = [*keys, *values]
         if self.is_postgres:
-            arrays = ", ".join(f"%s::{pg_type}[]" for pg_type in (*keys.values(), *values.values()))
+            types = (*keys.values(), *values.values())
+            arrays = ", ".join(f"%s::{pg_type}[]" for pg_type in types)
             assignments = ", ".join(f"{column} = u.{column}" for column in values)
             matches = " AND ".join(f"t.{column} = u.{column}" for column in keys)
-            columns = [list(column) for column in zip(*rows, strict=True)]
+            columns = [
+                pg_text_array(column) if pg_type == "text" else pg_array(column)
+                for pg_type, column in zip(types, zip(*rows, strict=True), strict=True)
+            ]
             cursor.execute(
                 f"UPDATE {table} AS t SET {assignments} FROM unnest({arrays}) "
                 f"AS u({', '.join(names)}) WHERE {matches}",
@@ -282,6 +303,57 @@ class Database:
                 (table,),
             )
         return bool(cursor.fetchone()[0])
+
+
+def pg_array(values: Iterable[Any]) -> str:
+    """A PostgreSQL array literal of plain values (ints, UUID or date text; None is NULL), to
+    pass as one text parameter cast to the array type: psycopg's list adaptation quotes each
+    element in Python and measured 10x slower."""
+    return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
+
+
+def pg_text_array(values: Iterable[str | None]) -> str:
+    """A PostgreSQL array literal of any text values, each quoted and escaped."""
+    return (
+        "{"
+        + ",".join(
+            [
+                "NULL"
+                if value is None
+                else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                for value in values
+            ]
+        )
+        + "}"
+    )
+
+
+_COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """A value in COPY's text format: NULL as \\N, booleans as t/f, text escaped."""
+    if value is None:
+        return "\\N"
+    if value.__class__ is str:
+        return value.translate(_COPY_ESCAPES)  # type: ignore[no-any-return]
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return str(value)
+
+
+def _copy_line(row: Sequence[Any], free_text: Sequence[int]) -> str:
+    values = [
+        "\\N" if value is None else "t" if value is True else "f" if value is False else str(value)
+        for value in row
+    ]
+    for index in free_text:
+        value = row[index]
+        if value is not None:
+            values[index] = value.translate(_COPY_ESCAPES)
+    return "\t".join(values)
 
 
 _SQLITE_TRANSIENT_MESSAGES: Final = ("locked", "busy", "disk i/o", "unable to open")

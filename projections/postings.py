@@ -20,16 +20,16 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 from uuid import UUID
 
-from ledger_core import events as ev
 from ledger_core.store import COMMANDS_TABLE
+from projections import feed
 from projections.balances import ValueCache, encode_entries, encode_metadata
 from projections.base import LoggedEvent, Projection
-from projections.db import Cursor, Database
+from projections.db import Cursor, Database, pg_array
 
-_STATUS_OF_CLOSER: Final[dict[type[ev.Event], str]] = {
-    ev.PendingPostingPosted: "posted",
-    ev.PendingPostingVoided: "voided",
-    ev.PendingPostingExpired: "expired",
+_STATUS_OF_CLOSER: Final[dict[type[feed.LightEvent], str]] = {
+    feed.PendingPostingPosted: "posted",
+    feed.PendingPostingVoided: "voided",
+    feed.PendingPostingExpired: "expired",
 }
 
 #: rm_postings columns in insert order; `status`, `entries` and `reversed_by` may change later.
@@ -52,6 +52,12 @@ _POSTING_COLUMNS: Final = (
     "declined_reason",
 )
 _STATUS, _ENTRIES, _REVERSED_BY = 3, 4, 14
+#: The columns whose text may hold tabs, newlines or backslashes: description, merchant and
+#: metadata (the others are ids, codes, dates, times and the entries' JSON of ids and codes).
+_FREE_TEXT: Final = (5, 7, 9)
+
+#: (space id, posting id) as canonical UUID text.
+PostingKey = tuple[str, str]
 
 
 class PostingsProjection(Projection):
@@ -62,62 +68,62 @@ class PostingsProjection(Projection):
     }
 
     def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
-        new_rows: dict[tuple[UUID, UUID], list[Any]] = {}
+        new_rows: dict[PostingKey, list[Any]] = {}
         touched: list[tuple[Any, ...]] = []
         #: (space, posting) -> [status, entries, reversed_by] for rows older than the batch.
-        updates: dict[tuple[UUID, UUID], list[Any]] = {}
-        dialect = self.dialect
-        values = ValueCache(dialect)
+        updates: dict[PostingKey, list[Any]] = {}
+        values = ValueCache(self.dialect)
+        uuid = values.uuid
         for logged in events:
             event = logged.event
-            if isinstance(event, ev.PostingRecorded | ev.PostingDeclined):
+            if isinstance(event, feed.Posting):
                 key = (logged.stream_id, event.posting_id)
-                new_rows[key] = self._row(logged, event, values)
-                space_value, posting_value = values.uuid(key[0]), dialect.uuid(key[1])
-                touched.extend(
-                    (space_value, values.uuid(account_id), logged.position, posting_value)
-                    for account_id in dict.fromkeys(e.account_id for e in event.entries)
-                )
-                if isinstance(event, ev.PostingRecorded) and event.reverses is not None:
+                row = self._row(logged, event, values)
+                new_rows[key] = row
+                space, posting, position = row[0], row[1], logged.position
+                entries = event.entries
+                if len(entries) == 2 and entries[0].account_id != entries[1].account_id:
+                    touched.append((space, uuid(entries[0].account_id), position, posting))
+                    touched.append((space, uuid(entries[1].account_id), position, posting))
+                else:
+                    touched.extend(
+                        (space, uuid(account_id), position, posting)
+                        for account_id in dict.fromkeys(e.account_id for e in entries)
+                    )
+                if event.reverses is not None and event.__class__ is feed.PostingRecorded:
                     original = (logged.stream_id, event.reverses)
-                    change = (_REVERSED_BY, dialect.uuid(event.posting_id))
-                    _change(new_rows, updates, original, *change)
-            elif isinstance(event, ev.PendingPostingPosted):
+                    _change(new_rows, updates, original, _REVERSED_BY, posting)
+            elif event.__class__ is feed.PendingPostingPosted:
                 key = (logged.stream_id, event.posting_id)
                 _change(new_rows, updates, key, _STATUS, "posted")
                 _change(new_rows, updates, key, _ENTRIES, encode_entries(event.entries))
-            elif type(event) in _STATUS_OF_CLOSER:
+            elif event.__class__ in _STATUS_OF_CLOSER:
                 key = (logged.stream_id, event.posting_id)  # type: ignore[attr-defined]
-                _change(new_rows, updates, key, _STATUS, _STATUS_OF_CLOSER[type(event)])
-        self._write(cursor, list(new_rows.values()), touched, updates)
+                _change(new_rows, updates, key, _STATUS, _STATUS_OF_CLOSER[event.__class__])
+        self._write(cursor, list(new_rows.values()), touched, updates, values)
 
-    def _row(
-        self,
-        logged: LoggedEvent,
-        event: ev.PostingRecorded | ev.PostingDeclined,
-        values: ValueCache,
-    ) -> list[Any]:
-        dialect = self.dialect
-        status = "pending" if event.pending else "posted"
-        if isinstance(event, ev.PostingDeclined):
-            status = "declined"
+    def _row(self, logged: LoggedEvent, event: feed.Posting, values: ValueCache) -> list[Any]:
+        if event.__class__ is feed.PostingDeclined:
+            status, reason = "declined", event.reason  # type: ignore[attr-defined]
+        else:
+            status, reason = ("pending" if event.pending else "posted"), None
         return [
             values.uuid(logged.stream_id),
-            dialect.uuid(event.posting_id),
+            values.unique_uuid(event.posting_id),
             logged.position,
             status,
             encode_entries(event.entries),
             event.description,
-            values.date(event.effective_date),
+            event.effective_date,
             event.merchant,
-            dialect.uuid(event.category_id),
+            values.unique_uuid(event.category_id),
             encode_metadata(event.metadata),
-            dialect.boolean(event.pending),
-            dialect.timestamp(event.expires_at),
-            values.timestamp(event.recorded_at),
-            dialect.uuid(event.reverses),
+            values.boolean(event.pending),
+            values.time(event.expires_at),
+            values.time(event.recorded_at),
+            values.unique_uuid(event.reverses),
             None,
-            event.reason if isinstance(event, ev.PostingDeclined) else None,
+            reason,
         ]
 
     def _write(
@@ -125,16 +131,20 @@ class PostingsProjection(Projection):
         cursor: Cursor,
         rows: list[list[Any]],
         touched: list[tuple[Any, ...]],
-        updates: dict[tuple[UUID, UUID], list[Any]],
+        updates: dict[PostingKey, list[Any]],
+        values: ValueCache,
     ) -> None:
-        database, dialect = self.database, self.dialect
+        database = self.database
         positions = posting_positions(database, cursor, list(updates))
-        database.insert_rows(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows)
+        database.insert_rows(
+            cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows, free_text=_FREE_TEXT
+        )
         database.insert_rows(
             cursor,
             self.table_names["rm_posting_accounts"],
             ("space_id", "account_id", "position", "posting_id"),
             touched,
+            plain=True,
         )
         database.executemany(
             cursor,
@@ -143,14 +153,14 @@ class PostingsProjection(Projection):
                 "entries = coalesce(?, entries), reversed_by = coalesce(?, reversed_by) "
                 "WHERE space_id = ? AND position = ?"
             ),
-            [(*change, dialect.uuid(key[0]), positions[key]) for key, change in updates.items()],
+            [(*change, values.uuid(key[0]), positions[key]) for key, change in updates.items()],
         )
 
 
 def _change(
-    new_rows: dict[tuple[UUID, UUID], list[Any]],
-    updates: dict[tuple[UUID, UUID], list[Any]],
-    key: tuple[UUID, UUID],
+    new_rows: dict[PostingKey, list[Any]],
+    updates: dict[PostingKey, list[Any]],
+    key: PostingKey,
     column: int,
     value: Any,
 ) -> None:
@@ -169,12 +179,12 @@ POSITION_LOOKUP_CHUNK: Final = 500
 
 
 def posting_positions(
-    database: Database, cursor: Cursor, keys: Sequence[tuple[UUID, UUID]]
-) -> dict[tuple[UUID, UUID], int]:
+    database: Database, cursor: Cursor, keys: Sequence[PostingKey]
+) -> dict[PostingKey, int]:
     """The log position of each (space, posting id), from the core's `ledger_commands`. A key
     that is not there raises KeyError later: the log names a posting it never recorded."""
-    found: dict[tuple[UUID, UUID], int] = {}
-    by_space: dict[UUID, list[UUID]] = {}
+    found: dict[PostingKey, int] = {}
+    by_space: dict[str, list[str]] = {}
     for space_id, posting_id in keys:
         by_space.setdefault(space_id, []).append(posting_id)
     for space_id, posting_ids in by_space.items():
@@ -182,9 +192,9 @@ def posting_positions(
             chunk = posting_ids[start : start + POSITION_LOOKUP_CHUNK]
             if database.is_postgres:
                 cursor.execute(
-                    f"SELECT id, position FROM {COMMANDS_TABLE} "
+                    f"SELECT id::text, position FROM {COMMANDS_TABLE} "
                     "WHERE scope_id = %s AND id = ANY(%s::uuid[])",
-                    (space_id, chunk),
+                    (space_id, pg_array(chunk)),
                 )
                 rows = [(row[0], row[1]) for row in cursor.fetchall()]
             else:
@@ -192,9 +202,9 @@ def posting_positions(
                 cursor.execute(
                     f"SELECT id, position FROM {COMMANDS_TABLE} "
                     f"WHERE scope_id = ? AND id IN ({marks})",
-                    (space_id.hex, *(posting_id.hex for posting_id in chunk)),
+                    (UUID(space_id).hex, *(UUID(posting_id).hex for posting_id in chunk)),
                 )
-                rows = [(UUID(row[0]), row[1]) for row in cursor.fetchall()]
+                rows = [(str(UUID(row[0])), row[1]) for row in cursor.fetchall()]
             for posting_id, position in rows:
                 if position is not None:
                     found[(space_id, posting_id)] = int(position)

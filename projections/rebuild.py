@@ -30,7 +30,7 @@ from projections.base import (
     Projection,
     decode_row,
     head_position,
-    read_rows,
+    read_feed_rows,
 )
 from projections.db import Cursor, Database
 from projections.registry import projection_classes
@@ -170,7 +170,7 @@ def swap_in(database: Database, connection: Any, copies: Sequence[Projection]) -
         }
         position = min(positions.values())
         while True:
-            rows = read_rows(database, cursor, position, REBUILD_BATCH_EVENTS)
+            rows = read_feed_rows(database, cursor, position, REBUILD_BATCH_EVENTS)
             if not rows:
                 break
             events = _decode_for(copies[0], rows)

@@ -26,7 +26,7 @@ from projections.base import (
     LoggedEvent,
     Projection,
     decode_row,
-    read_rows,
+    read_feed_rows,
 )
 from projections.db import Cursor, Database, is_transient
 
@@ -126,7 +126,7 @@ def apply_next_batch(
     start = tracked_position(database, cursor, name, lock=False)
     if start is None:
         raise LookupError(f"no tracking row for projection {name!r} (run `ledger migrate`)")
-    rows = read_rows(database, cursor, start, min(limit, MAX_BATCH_EVENTS), until)
+    rows = read_feed_rows(database, cursor, start, min(limit, MAX_BATCH_EVENTS), until)
     if not rows:
         return 0
     try:
@@ -213,7 +213,7 @@ def apply_next_batch_together(
     cursor = connection.cursor()
     names = [projection.tracking_name for projection in projections]
     starts = [tracked_position(database, cursor, name, lock=False) or 0 for name in names]
-    rows = read_rows(database, cursor, min(starts), min(limit, MAX_BATCH_EVENTS), until)
+    rows = read_feed_rows(database, cursor, min(starts), min(limit, MAX_BATCH_EVENTS), until)
     if not rows:
         return 0
     try:

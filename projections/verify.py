@@ -33,7 +33,7 @@ from projections.base import (
     TRACKING_TABLE,
     EventDecodeFailed,
     Projection,
-    decode_row,
+    decode_stored,
     read_rows,
 )
 from projections.db import Cursor, Database
@@ -268,7 +268,7 @@ class LogChecker:
             )
         self.versions[row.stream_id] = max(row.version, self.versions.get(row.stream_id, 0))
         try:
-            event = decode_row(row).event
+            event = decode_stored(row)
         except EventDecodeFailed as error:
             self._report("event-undecodable", EVENTS_TABLE, where, row.topic, error.reason)
             return

@@ -1,0 +1,57 @@
+"""The projections' bulk writes round-trip any text exactly: COPY's text format on PostgreSQL
+(escaped here, not by psycopg) and array literals passed as one parameter."""
+
+from __future__ import annotations
+
+import pytest
+
+from projections.db import Database, pg_array, pg_text_array
+
+TRICKY = ["plain", "tab\there", "new\nline", "back\\slash", "cr\rx", 'quote"s', "{brace,comma}",
+          "NULL", "\\N", "", "ünïcødé ✓"]  # fmt: skip
+
+
+def test_insert_rows_round_trips_free_text(database_url: str) -> None:
+    database = Database(database_url)
+    connection = database.connect()
+    try:
+        with database.transaction(connection) as cursor:
+            cursor.execute("CREATE TABLE t_roundtrip (n integer, a text, b text, c boolean)")
+            rows = [(i, text, None if i % 2 else text, i % 3 == 0) for i, text in enumerate(TRICKY)]
+            database.insert_rows(cursor, "t_roundtrip", ("n", "a", "b", "c"), rows)
+            database.insert_rows(
+                cursor,
+                "t_roundtrip",
+                ("n", "a", "b", "c"),
+                [(100 + n, a, b, c) for n, a, b, c in rows],
+                free_text=(1, 2),
+            )
+            cursor.execute("SELECT n, a, b, c FROM t_roundtrip ORDER BY n")
+            found = [(n, a, b, bool(c)) for n, a, b, c in cursor.fetchall()]
+        assert found == rows + [(100 + n, a, b, c) for n, a, b, c in rows]
+    finally:
+        connection.close()
+
+
+def test_array_literals_round_trip(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT %s::text[], %s::int8[]", (pg_text_array(TRICKY), pg_array([1, None, -3]))
+        )
+        assert cursor.fetchone() == (TRICKY, [1, None, -3])
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("values", [[], [None]])
+def test_array_literal_edges(postgres_url: str, values: list[str | None]) -> None:
+    connection = Database(postgres_url).connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT %s::text[]", (pg_text_array(values),))
+        assert cursor.fetchone() == (values,)
+    finally:
+        connection.close()
