@@ -67,6 +67,17 @@ class EventDecodeFailed(Exception):
         self.reason = reason
 
 
+def _upper_bound(until: int | None) -> str:
+    """The upper bound of a PostgreSQL read, only when there is one: with `<= 2^63-1` and no
+    statistics yet (a log just loaded), the planner estimated a few rows, chose a bitmap scan
+    and sorted everything after `after` for every batch (quadratic in the log's length)."""
+    return "" if until is None else " AND notification_id <= %s"
+
+
+def _bound_parameter(until: int | None) -> tuple[int, ...]:
+    return () if until is None else (until,)
+
+
 def read_rows(
     database: Database, cursor: Cursor, after: int, limit: int, until: int | None = None
 ) -> list[StoredRow]:
@@ -75,9 +86,9 @@ def read_rows(
     if database.is_postgres:
         cursor.execute(
             "SELECT notification_id, originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s "
+            f"FROM {EVENTS_TABLE} WHERE notification_id > %s{_upper_bound(until)} "
             "ORDER BY notification_id LIMIT %s",
-            (after, bound, limit),
+            (after, *_bound_parameter(until), limit),
         )
         return [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
     cursor.execute(
@@ -104,9 +115,9 @@ def read_feed_rows(
     if database.is_postgres:
         cursor.execute(
             "SELECT notification_id, originator_id::text, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s "
+            f"FROM {EVENTS_TABLE} WHERE notification_id > %s{_upper_bound(until)} "
             "ORDER BY notification_id LIMIT %s",
-            (after, bound, limit),
+            (after, *_bound_parameter(until), limit),
             binary=True,  # bytea as bytes, not as hex text to decode
         )  # type: ignore[call-arg]
         return [FeedRow(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()]

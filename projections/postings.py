@@ -16,6 +16,7 @@ its expiry sweep).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 from uuid import UUID
@@ -56,6 +57,7 @@ _STATUS, _ENTRIES, _REVERSED_BY = 3, 4, 14
 #: metadata (the others are ids, codes, dates, times and the entries' JSON of ids and codes).
 _FREE_TEXT: Final = (5, 7, 9)
 
+_touched_key = operator.itemgetter(0, 1, 2)
 #: (space id, posting id) as canonical UUID text.
 PostingKey = tuple[str, str]
 
@@ -139,6 +141,7 @@ class PostingsProjection(Projection):
         database.insert_rows(
             cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows, free_text=_FREE_TEXT
         )
+        touched.sort(key=_touched_key)  # in key order, as for entries
         database.insert_rows(
             cursor,
             self.table_names["rm_posting_accounts"],
