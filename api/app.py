@@ -26,7 +26,6 @@ from api.metrics import Metrics
 from api.ops_routes import OPS_ROUTES
 from api.problems import exception_handlers
 from api.read_routes import READ_ROUTES
-from api.request_id import request_id_middleware
 from api.services import Services
 from ledger_core.ledger import Ledger
 from ledger_core.settings import LedgerSettings
@@ -55,11 +54,11 @@ def create_app(
     return Litestar(
         route_handlers=[*COMMAND_ROUTES, *READ_ROUTES, *OPS_ROUTES],
         state=State({"services": services}),
-        on_startup=[lambda app: services.start()],
-        on_shutdown=[lambda app: services.stop()],
+        on_startup=[services.on_startup],
+        on_shutdown=[services.on_shutdown],
         before_request=gate,
         exception_handlers=exception_handlers(),
-        middleware=[request_id_middleware, services.metrics.middleware],
+        middleware=[services.metrics.middleware],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         openapi_config=_openapi_config(),
         debug=False,

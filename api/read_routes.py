@@ -9,8 +9,6 @@ the projections applied position n, so a client reads its own writes; past the b
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final, TypeVar, get_args
@@ -57,10 +55,7 @@ async def in_read_thread(
     services: Services, query: Callable[..., T], *args: Any, **kwargs: Any
 ) -> T:
     """Run a synchronous read-model query on the app's read threads (api.limits.READ_THREADS)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        services.read_executor, functools.partial(query, *args, **kwargs)
-    )
+    return await services.in_read_thread(query, *args, **kwargs)
 
 
 async def _wait_for_min_position(services: Services, header: str) -> None:
@@ -213,12 +208,11 @@ async def get_account(
 ) -> wire.Account:
     """An account with its balances."""
     services = services_of(request)
-    view = await read(
-        request,
-        ledger_min_position,
-        services.read_models.account,
-        path_id(request, "space_id"),
-        path_id(request, "account_id"),
+    if ledger_min_position is not None:
+        await _wait_for_min_position(services, ledger_min_position)
+    assert services.account_reader is not None, "the app has started"
+    view = await services.account_reader.account(
+        path_id(request, "space_id"), path_id(request, "account_id")
     )
     found = await _found(
         request, view, errors.AccountNotFound(f"no account {account_id} in this space")

@@ -8,12 +8,16 @@ are and not closed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from litestar import Litestar, Request
 
+from api.account_reader import AccountReader
 from api.auth import hash_token
 from api.limits import READ_THREADS
 from api.metrics import Metrics
@@ -23,6 +27,8 @@ from ledger_core.settings import LedgerSettings
 if TYPE_CHECKING:
     from projections.queries import ReadModels
     from projections.runner import ProjectionRunner
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Services:
     _read_models: ReadModels | None = None
     runner: ProjectionRunner | None = None
     read_executor: ThreadPoolExecutor | None = None
+    account_reader: AccountReader | None = None
     admin_token_hash: str | None = field(default=None)
 
     @property
@@ -62,6 +69,11 @@ class Services:
         self._ledger = self.ledger_given or Ledger.open(settings=self.settings)
         self._read_models = self.read_models_given or _open_read_models(url)
         self.read_executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ledger-read")
+        self.account_reader = AccountReader(
+            self._read_models,
+            self.in_read_thread,
+            database_url=url if self.read_models_given is None else None,
+        )
         if self.run_projections:
             from projections.runner import ProjectionRunner
 
@@ -70,6 +82,29 @@ class Services:
         self.metrics.watch_projection_lag(self.projection_lag)
         writer = self._ledger.writer
         self.metrics.watch_writer(lambda: writer.batches, lambda: writer.commands)
+
+    async def on_startup(self, app: Litestar) -> None:
+        """The app's startup hook: `start()`, then what needs the serving event loop (the
+        account reader's asyncio connections)."""
+        self.start()
+        await self.open_connections()
+
+    async def on_shutdown(self, app: Litestar) -> None:
+        if self.account_reader is not None:
+            await self.account_reader.close()
+            self.account_reader = None
+        self.stop()
+
+    async def open_connections(self) -> None:
+        if self.account_reader is not None:
+            await self.account_reader.open()
+
+    async def in_read_thread(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a synchronous read-model query on the read threads (api.limits.READ_THREADS)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.read_executor, functools.partial(query, *args, **kwargs)
+        )
 
     def stop(self) -> None:
         if self.read_executor is not None:
