@@ -74,9 +74,15 @@ async def gate(request: Request[Any, Any, Any]) -> None:
         headers.get("authorization"), services.ledger, services.admin_token_hash
     )
     params = request.path_params
-    space_id = parse_id(params["space_id"], errors.SpaceNotFound) if "space_id" in params else None
+    ids: dict[str, UUID] = {}
+    space_id = None
+    if "space_id" in params:
+        space_id = ids["space_id"] = parse_id(params["space_id"], errors.SpaceNotFound)
     auth.authorise(principal, access, space_id)
-    ids = {name: parse_id(params[name], cls) for name, cls in PATH_IDS.items() if name in params}
+    for name, value in params.items():
+        not_found = PATH_IDS.get(name)
+        if not_found is not None and name != "space_id":
+            ids[name] = parse_id(value, not_found)
     admitted = Admitted(principal, ids, user_agent=headers.get("user-agent"))
     request.scope.setdefault("state", {})[_ADMITTED] = admitted
     if opt.get("command"):

@@ -1,5 +1,6 @@
-"""Request ids: every request gets one, returned as `X-Request-ID` and written into the events of
-the commands it sends (CommandContext), so the audit view can tie a change to a request.
+"""Request ids: every request gets one, returned as `X-Request-ID` (stamped on every answer by the
+middleware of api.metrics) and written into the events of the commands it sends (CommandContext),
+so the audit view can tie a change to a request.
 
 A client may send its own `X-Request-ID`; it is kept if it is sane (1-128 characters of letters,
 digits and `-_.:`), replaced by a fresh id otherwise. A fresh id is a random per-process prefix
@@ -13,8 +14,7 @@ import re
 import secrets
 from typing import Any, Final
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Scope
 
 from api.limits import MAX_REQUEST_ID_LENGTH
 
@@ -48,22 +48,9 @@ def _from_headers(headers: Any) -> str | None:
     return None
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Adds `X-Request-ID` to every HTTP answer (problems set it themselves as well)."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        request_id = request_id_of(scope).encode("latin-1")
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER]
-                headers.append((_HEADER, request_id))
-                message["headers"] = headers
-            await send(message)
-
-        await app(scope, receive, send_with_id)
-
-    return middleware
+def with_request_id(headers: Any, request_id: bytes) -> list[tuple[bytes, bytes]]:
+    """An answer's raw ASGI headers with `X-Request-ID` set to `request_id` (problems set it
+    themselves already: it is not repeated)."""
+    kept = [header for header in headers if header[0].lower() != _HEADER]
+    kept.append((_HEADER, request_id))
+    return kept
