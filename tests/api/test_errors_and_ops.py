@@ -142,3 +142,18 @@ def test_hostile_bodies_are_4xx_problems(api: Api) -> None:
     }
     for body, (status, code) in bodies.items():
         problem_of(api.post("/v1/assets", content=body), status, code)
+
+
+def test_serve_freezes_the_startup_heap_out_of_the_collector() -> None:
+    """`ledger serve` moves what startup built out of the collected generations, so a full
+    collection does not walk it (api.serve.freeze_startup_heap)."""
+    import gc
+
+    from api.serve import freeze_startup_heap
+
+    try:
+        freeze_startup_heap(None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
