@@ -19,7 +19,12 @@ generation of the rebuild (`rm_postings__by_status__g2`); PostgreSQL chooses fre
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import re
+import selectors
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ from projections.tracking import (
     MAX_BATCH_EVENTS,
     ProjectionFailed,
     ProjectionFailure,
+    apply_next_batch,
     apply_next_batch_together,
     tracked_position,
 )
@@ -55,6 +61,11 @@ REBUILD_SQLITE_CACHE_KIB: Final = 262_144
 #: checkpoints write a page that many batches touch once.
 REBUILD_SQLITE_CHECKPOINT_PAGES: Final = 20_000
 SQLITE_DEFAULT_CHECKPOINT_PAGES: Final = 1000
+#: A rebuild of several projections with at least this many events to apply builds each one in
+#: its own process (starting a process costs about half a second).
+PARALLEL_REBUILD_MIN_EVENTS: Final = 50_000
+#: How often the parent of parallel builders checks that they are alive while none reports.
+BUILDER_POLL_S: Final = 0.5
 
 _GENERATION_SUFFIX = re.compile(r"__g\d+$")
 _CREATE_TABLE = re.compile(r'^CREATE TABLE\s+("?)(\w+)\1', re.IGNORECASE)
@@ -161,6 +172,108 @@ def build(
             )
 
 
+def build_in_parallel(
+    database: Database,
+    names: Sequence[str],
+    *,
+    batch_size: int = REBUILD_BATCH_EVENTS,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Like `build`, with each projection's copy built by its own process (`python -m
+    projections.rebuild NAME`; each reads and decodes the log itself): on this 2-core machine
+    two builders and their two database sessions measured 1.5x faster than one builder applying
+    both. Progress is reported as the position every builder has passed. Returns the events
+    that position moved by."""
+    builders = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "projections.rebuild", database.url, name, str(batch_size)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    }
+    positions: dict[str, int | None] = dict.fromkeys(names)
+    done: set[str] = set()
+    started_at: int | None = None
+    reported = 0
+    try:
+        with selectors.DefaultSelector() as selector:
+            for name, builder in builders.items():
+                assert builder.stdout is not None
+                selector.register(builder.stdout, selectors.EVENT_READ, name)
+            while len(done) < len(builders):
+                for key, _ in selector.select(timeout=BUILDER_POLL_S):
+                    name = key.data
+                    line = key.fileobj.readline()  # type: ignore[union-attr]
+                    if not line:
+                        selector.unregister(key.fileobj)
+                        if name not in done:
+                            code = builders[name].wait()
+                            raise RuntimeError(f"the builder of {name} exited ({code}) unfinished")
+                        continue
+                    message = json.loads(line)
+                    if message["kind"] == "failed":
+                        raise ProjectionFailed(ProjectionFailure(**message["failure"]))
+                    if message["kind"] == "error":
+                        raise RuntimeError(f"rebuilding {name} failed: {message['error']}")
+                    if message["kind"] == "done":
+                        done.add(name)
+                        continue
+                    positions[name] = message["position"]
+                if any(position is None for position in positions.values()):
+                    continue
+                low = min(position for position in positions.values() if position is not None)
+                if started_at is None:
+                    started_at = reported = low
+                if low > reported and on_progress is not None:
+                    on_progress(low - reported, low)
+                reported = max(reported, low)
+    finally:
+        for builder in builders.values():
+            if builder.poll() is None:
+                builder.terminate()
+            builder.wait()
+            if builder.stdout is not None:
+                builder.stdout.close()
+    return reported - (started_at or 0)
+
+
+def _build_alone(url: str, name: str, batch_size: int) -> None:
+    """A builder process: apply the log to one projection's copy, reporting its position on
+    stdout as JSON lines."""
+
+    def say(**message: Any) -> None:
+        print(json.dumps(message), flush=True)
+
+    try:
+        database = Database(url)
+        connection = database.connect()
+        try:
+            (cls,) = projection_classes([name])
+            copy = cls(database, REPLAY_SUFFIX)
+            say(kind="position", position=_position(database, connection, copy.tracking_name))
+            with _relaxed_commits(database, connection):
+                while apply_next_batch(
+                    database,
+                    connection,
+                    copy,
+                    tracking_name=copy.tracking_name,
+                    limit=min(batch_size, MAX_BATCH_EVENTS),
+                ):
+                    say(
+                        kind="position",
+                        position=_position(database, connection, copy.tracking_name),
+                    )
+        finally:
+            connection.close()
+    except ProjectionFailed as failed:
+        say(kind="failed", failure=dataclasses.asdict(failed.failure))
+    except Exception as error:  # reported to the parent, which raises it
+        say(kind="error", error=f"{type(error).__name__}: {error}")
+    else:
+        say(kind="done")
+
+
 def _position(database: Database, connection: Any, name: str) -> int:
     cursor = connection.cursor()
     return tracked_position(database, cursor, name, lock=False) or 0
@@ -259,9 +372,12 @@ def replay(
     batch_size: int = REBUILD_BATCH_EVENTS,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: ProgressCallback | None = None,
+    parallel: bool | None = None,
 ) -> RebuildResult:
-    """Rebuild the named projections (all by default) from position 0, in one pass over the
-    log, or resume an interrupted rebuild; then swap them all in at once.
+    """Rebuild the named projections (all by default) from position 0, or resume an
+    interrupted rebuild; then swap them all in at once. Each projection is built by its own
+    process when there are `PARALLEL_REBUILD_MIN_EVENTS` events or more to apply (or
+    `parallel` says so), else all in one pass over the log here.
     `on_start(resumed_at, head)` and `on_progress(events, position)` report progress."""
     started = time.perf_counter()
     database = Database(database_url)
@@ -274,15 +390,30 @@ def replay(
             )
             for copy in copies
         )
+        head = head_position(database, connection.cursor())
         if on_start is not None:
-            on_start(resumed_at, head_position(database, connection.cursor()))
-        with _relaxed_commits(database, connection):
-            applied = build(
-                database, connection, copies, batch_size=batch_size, on_progress=on_progress
+            on_start(resumed_at, head)
+        if parallel is None:
+            parallel = len(copies) > 1 and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
+        if parallel:
+            applied = build_in_parallel(
+                database,
+                [copy.name for copy in copies],
+                batch_size=batch_size,
+                on_progress=on_progress,
             )
+        else:
+            with _relaxed_commits(database, connection):
+                applied = build(
+                    database, connection, copies, batch_size=batch_size, on_progress=on_progress
+                )
         position = swap_in(database, connection, copies)
     finally:
         connection.close()
     return RebuildResult(
         tuple(copy.name for copy in copies), position, applied, time.perf_counter() - started
     )
+
+
+if __name__ == "__main__":  # a builder of `build_in_parallel`
+    _build_alone(sys.argv[1], sys.argv[2], int(sys.argv[3]))

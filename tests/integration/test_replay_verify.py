@@ -28,6 +28,7 @@ from projections.db import Database
 from projections.queries import ReadModels
 from projections.rebuild import REPLAY_SUFFIX, build, prepare_copies, replay
 from projections.registry import PROJECTIONS
+from projections.tracking import ProjectionFailed
 from projections.verify import dump_tables, verify
 
 
@@ -93,6 +94,42 @@ def test_replaying_twice_gives_byte_identical_tables(story: Story) -> None:
     # ... and equal to what the live runner built event by event (invariant 5).
     assert after_first == incremental
     assert b"\n" in after_first["rm_entries"]
+
+
+def test_parallel_builders_give_the_same_tables_and_resume(story: Story) -> None:
+    """Each projection built by its own process (as for a long log) gives the tables one pass
+    gives; an interrupted parallel replay resumes from where each copy stopped."""
+    url = story.runner.database.url
+    together = _dumps(url)
+    progress: list[tuple[int, int]] = []
+    result = replay(url, parallel=True, batch_size=5, on_progress=lambda *p: progress.append(p))
+    assert result.position == story.position and result.events == story.position
+    assert _dumps(url) == together
+    assert sum(events for events, _ in progress) == story.position
+    assert [position for _, position in progress] == sorted({p for _, p in progress})
+    database = Database(url)
+    connection = database.connect()
+    try:
+        copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
+        prepare_copies(database, connection, copy, generation=9)
+        build(database, connection, [copy], until=story.position // 3, batch_size=2)
+    finally:
+        connection.close()
+    starts: list[tuple[int, int]] = []
+    replay(url, parallel=True, on_start=lambda *args: starts.append(args))
+    assert starts == [(0, story.position)]  # balances starts afresh, postings resumes
+    assert _dumps(url) == together
+
+
+def test_a_parallel_builder_that_fails_says_which_event(story: Story) -> None:
+    url = story.runner.database.url
+    database = Database(url)
+    column = "notification_id" if database.is_postgres else "rowid"
+    _sql(url, f"UPDATE ledger_events SET state = ? WHERE {column} = ?", (b"{broken", 3))
+    with pytest.raises(ProjectionFailed) as failed:
+        replay(url, parallel=True)
+    assert failed.value.failure.position == 3
+    assert "DecodeError" in failed.value.failure.reason, failed.value.failure.reason
 
 
 def test_replay_of_one_projection_leaves_the_other(story: Story) -> None:
