@@ -15,7 +15,10 @@ row and raised. The projection never skips it: the next run starts again at that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import gc
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -58,6 +61,32 @@ class ProjectionFailed(Exception):
     def __init__(self, failure: ProjectionFailure) -> None:
         super().__init__(str(failure))
         self.failure = failure
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is decoded and applied: a batch makes tens
+    of thousands of short-lived tuples and lists (no cycles), and the collector ran ~1,900
+    times per 100k events, 20% of the projections' Python time. It runs when the batch is done.
+    Process-wide; nested use (threads, re-entry) is counted so the last one out re-enables."""
+    with _gc_lock:
+        global _gc_pauses
+        if _gc_pauses == 0:
+            _gc_was_enabled[0] = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled[0]:
+                gc.enable()
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = [True]
 
 
 def tracked_position(database: Database, cursor: Cursor, name: str, *, lock: bool) -> int | None:
@@ -130,9 +159,10 @@ def apply_next_batch(
     if not rows:
         return 0
     try:
-        events = _decode(projection, rows)
-        if not _commit_batch(database, connection, projection, name, start, events):
-            return 0
+        with gc_paused():
+            events = _decode(projection, rows)
+            if not _commit_batch(database, connection, projection, name, start, events):
+                return 0
         return len(events)
     except Exception as error:
         if is_transient(error):
@@ -217,14 +247,15 @@ def apply_next_batch_together(
     if not rows:
         return 0
     try:
-        events = [decode_row(row) for row in rows]
-        with database.transaction(connection) as write:
-            for projection, name in zip(projections, names, strict=True):
-                position = tracked_position(database, write, name, lock=True) or 0
-                pending = [event for event in events if event.position > position]
-                if pending:
-                    projection.apply(write, pending)
-                    _set_position(database, write, name, pending[-1].position)
+        with gc_paused():
+            events = [decode_row(row) for row in rows]
+            with database.transaction(connection) as write:
+                for projection, name in zip(projections, names, strict=True):
+                    position = tracked_position(database, write, name, lock=True) or 0
+                    pending = [event for event in events if event.position > position]
+                    if pending:
+                        projection.apply(write, pending)
+                        _set_position(database, write, name, pending[-1].position)
     except Exception as error:
         if is_transient(error):
             raise

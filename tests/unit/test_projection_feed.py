@@ -98,3 +98,27 @@ def test_array_literals() -> None:
     assert pg_array([1, None, "2026-01-02"]) == "{1,NULL,2026-01-02}"
     assert pg_array([]) == "{}"
     assert pg_text_array(['a"b', "c\\d", None, "x,y"]) == '{"a\\"b","c\\\\d",NULL,"x,y"}'
+
+
+def test_gc_is_paused_for_a_batch_and_restored_after_nesting() -> None:
+    import gc
+
+    from projections.tracking import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own disable is kept
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError), gc_paused():
+        1 / 0  # noqa: B018
+    assert gc.isenabled()
