@@ -242,20 +242,24 @@ def apply_next_batch_together(
     is found and recorded (`ProjectionFailed`) exactly as `apply_next_batch` does."""
     cursor = connection.cursor()
     names = [projection.tracking_name for projection in projections]
-    starts = [tracked_position(database, cursor, name, lock=False) or 0 for name in names]
-    rows = read_feed_rows(database, cursor, min(starts), min(limit, MAX_BATCH_EVENTS), until)
+    starts = tracked_positions(database, cursor, names, lock=False)
+    start = min(starts.get(name, 0) for name in names)
+    rows = read_feed_rows(database, cursor, start, min(limit, MAX_BATCH_EVENTS), until)
     if not rows:
         return 0
     try:
         with gc_paused():
             events = [decode_row(row) for row in rows]
             with database.transaction(connection) as write:
+                positions = tracked_positions(database, write, names, lock=True)
+                reached: dict[str, int] = {}
                 for projection, name in zip(projections, names, strict=True):
-                    position = tracked_position(database, write, name, lock=True) or 0
+                    position = positions.get(name, 0)
                     pending = [event for event in events if event.position > position]
                     if pending:
                         projection.apply(write, pending)
-                        _set_position(database, write, name, pending[-1].position)
+                        reached[name] = pending[-1].position
+                _set_positions(database, write, reached)
     except Exception as error:
         if is_transient(error):
             raise
@@ -273,10 +277,30 @@ def apply_next_batch_together(
     return len(rows)
 
 
-def _set_position(database: Database, cursor: Cursor, name: str, position: int) -> None:
+def tracked_positions(
+    database: Database, cursor: Cursor, names: Sequence[str], *, lock: bool
+) -> dict[str, int]:
+    """The positions recorded for `names` (those that have a tracking row), in one query."""
+    suffix = " FOR UPDATE" if lock and database.is_postgres else ""
+    marks = ", ".join("?" * len(names))
     database.execute(
         cursor,
-        f"UPDATE {TRACKING_TABLE} SET position = ?, failed_position = NULL, "
-        "failed_topic = NULL, failed_reason = NULL, failed_at = NULL WHERE name = ?",
-        (position, name),
+        f"SELECT name, position FROM {TRACKING_TABLE} WHERE name IN ({marks}){suffix}",
+        tuple(names),
+    )
+    return {name: int(position) for name, position in cursor.fetchall()}
+
+
+def _set_positions(database: Database, cursor: Cursor, reached: dict[str, int]) -> None:
+    """Move each named projection to its position (and clear any failure), in one statement."""
+    if not reached:
+        return
+    cases = " ".join("WHEN ? THEN ?" for _ in reached)
+    marks = ", ".join("?" * len(reached))
+    database.execute(
+        cursor,
+        f"UPDATE {TRACKING_TABLE} SET position = CASE name {cases} END, "
+        "failed_position = NULL, failed_topic = NULL, failed_reason = NULL, failed_at = NULL "
+        f"WHERE name IN ({marks})",
+        (*(value for item in reached.items() for value in item), *reached),
     )
