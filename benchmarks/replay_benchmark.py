@@ -45,15 +45,27 @@ CHILD_SECONDS_PER_MILLION_EVENTS: Final = 3_600
 
 
 def child(url: str) -> None:
-    """Run in a fresh process: replay everything, print one JSON line."""
+    """Run in a fresh process: replay everything, print one JSON line. On a long log each
+    projection is built by its own builder process: their peaks are reported too, and
+    `peak_rss_mib` is the sum of this process's peak and the builders' peaks (an upper bound
+    of the memory the replay held at once)."""
     from projections.rebuild import replay
 
     started = time.perf_counter()
     result = replay(url)
     seconds = time.perf_counter() - started
-    peak_kib = peak_rss_kib()
+    own_kib = peak_rss_kib()
+    builders_kib = list(result.builder_peak_rss_kib)
     print(
-        json.dumps({"events": result.events, "seconds": seconds, "peak_rss_mib": peak_kib / 1024})
+        json.dumps(
+            {
+                "events": result.events,
+                "seconds": seconds,
+                "peak_rss_mib": (own_kib + sum(builders_kib)) / 1024,
+                "replay_process_peak_rss_mib": own_kib / 1024,
+                "builder_peak_rss_mib": [kib / 1024 for kib in builders_kib],
+            }
+        )
     )
 
 
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args.child)
         return
-    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    sizes: tuple[int, ...] = QUICK_SIZES if args.quick else DEFAULT_SIZES
     if args.sizes:
         sizes = tuple(int(size) for size in args.sizes.split(","))
     backends = BACKENDS if args.backend == "both" else (args.backend,)

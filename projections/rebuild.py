@@ -83,6 +83,9 @@ class RebuildResult:
     position: int
     events: int
     seconds: float
+    #: The peak resident memory (KiB) of each builder process, when the build ran in parallel
+    #: (Linux; empty otherwise).
+    builder_peak_rss_kib: tuple[int, ...] = ()
 
 
 def columns_of(database: Database, cursor: Cursor, table: str) -> list[str]:
@@ -178,6 +181,7 @@ def build_in_parallel(
     *,
     batch_size: int = REBUILD_BATCH_EVENTS,
     on_progress: ProgressCallback | None = None,
+    peaks_kib: list[int] | None = None,
 ) -> int:
     """Like `build`, with each projection's copy built by its own process (`python -m
     projections.rebuild NAME`; each reads and decodes the log itself): on this 2-core machine
@@ -218,6 +222,8 @@ def build_in_parallel(
                         raise RuntimeError(f"rebuilding {name} failed: {message['error']}")
                     if message["kind"] == "done":
                         done.add(name)
+                        if peaks_kib is not None and message.get("peak_rss_kib"):
+                            peaks_kib.append(message["peak_rss_kib"])
                         continue
                     positions[name] = message["position"]
                 if any(position is None for position in positions.values()):
@@ -271,7 +277,19 @@ def _build_alone(url: str, name: str, batch_size: int) -> None:
     except Exception as error:  # reported to the parent, which raises it
         say(kind="error", error=f"{type(error).__name__}: {error}")
     else:
-        say(kind="done")
+        say(kind="done", peak_rss_kib=peak_rss_kib())
+
+
+def peak_rss_kib() -> int | None:
+    """This process's peak resident memory in KiB (VmHWM; None where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def _position(database: Database, connection: Any, name: str) -> int:
@@ -391,6 +409,7 @@ def replay(
             for copy in copies
         )
         head = head_position(database, connection.cursor())
+        peaks: list[int] = []
         if on_start is not None:
             on_start(resumed_at, head)
         if parallel is None:
@@ -399,6 +418,7 @@ def replay(
             applied = build_in_parallel(
                 database,
                 [copy.name for copy in copies],
+                peaks_kib=peaks,
                 batch_size=batch_size,
                 on_progress=on_progress,
             )
@@ -411,7 +431,11 @@ def replay(
     finally:
         connection.close()
     return RebuildResult(
-        tuple(copy.name for copy in copies), position, applied, time.perf_counter() - started
+        tuple(copy.name for copy in copies),
+        position,
+        applied,
+        time.perf_counter() - started,
+        tuple(peaks),
     )
 
 

@@ -104,6 +104,7 @@ def test_parallel_builders_give_the_same_tables_and_resume(story: Story) -> None
     progress: list[tuple[int, int]] = []
     result = replay(url, parallel=True, batch_size=5, on_progress=lambda *p: progress.append(p))
     assert result.position == story.position and result.events == story.position
+    assert len(result.builder_peak_rss_kib) == 2 and min(result.builder_peak_rss_kib) > 1024
     assert _dumps(url) == together
     assert sum(events for events, _ in progress) == story.position
     assert [position for _, position in progress] == sorted({p for _, p in progress})
