@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from api import auth, render, wire
+from api.answers import JsonAnswer, documented
 from api.gate import command_opt, context_of, idempotency_key_of, path_id
 from api.problems import PROBLEM_MEDIA_TYPE
 from api.services import services_of
@@ -82,6 +83,18 @@ def base(request: Req, key: str) -> dict[str, Any]:
 
 
 async def answer(request: Req, command: cmd.Command) -> Response[Any]:
+    result, content = await _decide(request, command)
+    return Response(content, status_code=SUCCESS_STATUS[type(command)], headers=headers_of(result))
+
+
+async def json_answer(request: Req, command: cmd.Command) -> JsonAnswer:
+    """`answer` for the hottest routes (postings): the same answer, sent as a JsonAnswer."""
+    result, content = await _decide(request, command)
+    return JsonAnswer(content, SUCCESS_STATUS[type(command)], headers_of(result))
+
+
+async def _decide(request: Req, command: cmd.Command) -> tuple[CommandResult, Any]:
+    """Submit the command; its result and rendered outcome (a refusal raises)."""
     services = services_of(request)
     try:
         result = await services.ledger.submit(command)
@@ -91,8 +104,7 @@ async def answer(request: Req, command: cmd.Command) -> Response[Any]:
         raise
     if not result.replayed:
         services.metrics.postings.inc(_postings_recorded(command, result))
-    content = _render(result, services.ledger.currencies, request)
-    return Response(content, status_code=SUCCESS_STATUS[type(command)], headers=headers_of(result))
+    return result, _render(result, services.ledger.currencies, request)
 
 
 def headers_of(result: CommandResult) -> dict[str, str]:
@@ -327,28 +339,36 @@ def posting_spec(data: JSONBody[wire.PostingRequest]) -> cmd.PostingSpec:
     )
 
 
-@post(POSTINGS, opt=command_opt("space-write", wire.PostingRequest), responses=problems())
+@post(
+    POSTINGS,
+    opt=command_opt("space-write", wire.PostingRequest),
+    responses={**problems(), **documented(201, wire.Posting, "The posting recorded")},
+)
 async def record_posting(
     request: Req, key: IdempotencyKey, space_id: FromPath[str], data: JSONBody[wire.PostingRequest]
-) -> Response[wire.Posting]:
+) -> JsonAnswer:
     """Record a posting (or a hold, with `pending: true`)."""
     command = cmd.RecordPosting(
         space_id=path_id(request, "space_id"), posting=posting_spec(data), **base(request, key)
     )
-    return await answer(request, command)
+    return await json_answer(request, command)
 
 
-@post(POSTINGS + "/batch", opt=command_opt("space-write", wire.BatchRequest), responses=problems())
+@post(
+    POSTINGS + "/batch",
+    opt=command_opt("space-write", wire.BatchRequest),
+    responses={**problems(), **documented(201, wire.Batch, "The postings recorded")},
+)
 async def record_batch(
     request: Req, key: IdempotencyKey, space_id: FromPath[str], data: JSONBody[wire.BatchRequest]
-) -> Response[wire.Batch]:
+) -> JsonAnswer:
     """Record 1-1000 postings, all or none."""
     command = cmd.RecordBatch(
         space_id=path_id(request, "space_id"),
         postings=tuple(posting_spec(item) for item in data.postings),
         **base(request, key),
     )
-    return await answer(request, command)
+    return await json_answer(request, command)
 
 
 @post(

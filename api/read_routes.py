@@ -18,6 +18,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from api import render, wire
+from api.answers import JsonAnswer, documented
 from api.command_routes import problems
 from api.gate import path_id, read_opt
 from api.limits import DEFAULT_PAGE_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_LIMIT, MAX_POSITION
@@ -199,13 +200,17 @@ async def list_accounts(
     )
 
 
-@get(ACCOUNT, opt=READ, responses=problems())
+@get(
+    ACCOUNT,
+    opt=READ,
+    responses={**problems(), **documented(200, wire.Account, "The account")},
+)
 async def get_account(
     request: Req,
     ledger_min_position: MinPosition,
     space_id: FromPath[str],
     account_id: FromPath[str],
-) -> wire.Account:
+) -> JsonAnswer:
     """An account with its balances."""
     services = services_of(request)
     if ledger_min_position is not None:
@@ -217,7 +222,7 @@ async def get_account(
     found = await _found(
         request, view, errors.AccountNotFound(f"no account {account_id} in this space")
     )
-    return render.account(found, services.ledger.currencies)
+    return JsonAnswer(render.account(found, services.ledger.currencies))
 
 
 @get(ACCOUNT + "/balance", opt=READ, responses=problems())

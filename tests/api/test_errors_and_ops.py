@@ -157,3 +157,34 @@ def test_serve_freezes_the_startup_heap_out_of_the_collector() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_routes_answering_json_answers_document_their_success_shape() -> None:
+    """GET account and POST postings (and batches) send api.answers.JsonAnswer; the OpenAPI
+    document still names what they answer, with the status they answer it with."""
+    from tests.api.test_fuzz import openapi_document
+
+    paths = openapi_document()["paths"]
+    for path, method, status, schema in (
+        ("/v1/spaces/{space_id}/accounts/{account_id}", "get", "200", "Account"),
+        ("/v1/spaces/{space_id}/postings", "post", "201", "Posting"),
+        ("/v1/spaces/{space_id}/postings/batch", "post", "201", "Batch"),
+    ):
+        content = paths[path][method]["responses"][status]["content"]
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_json_answer_carries_the_headers_of_a_response(api: Api, book: Book) -> None:
+    body = api.posting_body(book.checking, book.salary, "3.00")
+    first = api.post(book.postings, body, key="json-answer")
+    again = api.post(book.postings, body, key="json-answer")
+    for response in (first, again):
+        assert response.status_code == 201
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["content-length"]) == len(response.content)
+        assert response.headers["ledger-position"] == first.headers["ledger-position"]
+        assert response.headers["x-request-id"]
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
