@@ -1,9 +1,12 @@
-"""Runs the projections: a background thread that applies new events as they are recorded.
+"""Runs the projections: background threads that apply new events as they are recorded, one
+per projection with its own connection (one projection's database round trips overlap the
+other's work).
 
-PostgreSQL: the thread sleeps on LISTEN `ledger_events` (the writer NOTIFYs in every append's
-transaction, so a wake-up comes at commit) and polls every `POSTGRES_POLL_INTERVAL_S` anyway in
-case a notification is lost; a dropped connection is reopened with a growing back-off. SQLite
-has no notifications: the thread polls every `SQLITE_POLL_INTERVAL_S`.
+PostgreSQL: a listener thread sleeps on LISTEN `ledger_events` (the writer NOTIFYs in every
+append's transaction, so a wake-up comes at commit) and wakes the projection threads, which also
+look every `POSTGRES_POLL_INTERVAL_S` anyway in case a notification is lost; a dropped
+connection is reopened with a growing back-off. SQLite has no notifications: the threads poll
+every `SQLITE_POLL_INTERVAL_S`.
 
 Each projection is applied batch by batch with exactly-once effect (`projections.tracking`). A
 projection that fails on an event stops (the others go on), logs the event's position and topic
@@ -30,8 +33,10 @@ from projections.tracking import (
     DEFAULT_BATCH_EVENTS,
     ProjectionFailed,
     ProjectionFailure,
+    apply_next_batch,
     apply_next_batch_together,
     ensure_tracking_row,
+    tracked_position,
 )
 
 #: SQLite has no notifications: how often an idle runner looks for new events.
@@ -71,7 +76,10 @@ class ProjectionRunner:
         self.fatal_error: BaseException | None = None
         self._positions: dict[str, int] = {}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        #: Notifications seen by the listener (PostgreSQL), and the condition it signals.
+        self._notifications = 0
+        self._wake = threading.Condition()
         self._connection: Any = None
         self._listener: Any = None
         self._status_lock = threading.Lock()
@@ -86,22 +94,41 @@ class ProjectionRunner:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """True while a projection thread runs (not counting the listener)."""
+        return any(thread.is_alive() for thread in self._threads[: len(self.projections)])
 
     def start(self) -> None:
-        """Start (or restart, after a failure was fixed) the background thread."""
+        """Start (or restart, after a failure was fixed) the background threads: one per
+        projection, each with its own connection, so one projection's database round trips
+        overlap the other's work (a batch reached every projection ~1.5x sooner), and on
+        PostgreSQL one that listens for notifications and wakes them."""
         if self.running:
             return
         self.failures.clear()
         self.fatal_error = None
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="projection-runner", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._run_projection,
+                args=(projection,),
+                name=f"projection-{projection.name}",
+                daemon=True,
+            )
+            for projection in self.projections
+        ]
+        if self.database.is_postgres:
+            self._threads.append(
+                threading.Thread(target=self._listen, name="projection-listener", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
+        with self._wake:
+            self._wake.notify_all()
+        threads, self._threads = self._threads, []
+        for thread in threads:
             thread.join(timeout_s)
         self._close_connections()
         with self._status_lock:
@@ -212,39 +239,96 @@ class ProjectionRunner:
         )
         return int(cursor.fetchone()[0])
 
-    def _run(self) -> None:
+    def _run_projection(self, projection: Projection) -> None:
+        """One projection's thread: apply batches until there is nothing new, then wait for a
+        notification (PostgreSQL) or the poll interval; reconnect with back-off when the
+        database goes away; stop at a failing event (the other projections go on)."""
         delay = RECONNECT_FIRST_DELAY_S
-        while not self._stop.is_set():
-            try:
-                if self.step() == 0:
-                    self._wait()
-                delay = RECONNECT_FIRST_DELAY_S
-            except Exception as error:
-                if not is_transient(error):
-                    logger.exception("projection runner stopped by an unexpected error")
-                    self.fatal_error = error
-                    break
-                logger.warning("database unavailable (%s); reconnecting in %.2fs", error, delay)
-                self._close_connections()
-                self._stop.wait(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-        self._close_connections()
+        connection: Any = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if connection is None:
+                        connection = self.database.connect()
+                        ensure_tracking_row(self.database, connection, projection.name)
+                    seen = self._notifications
+                    applied = apply_next_batch(
+                        self.database, connection, projection, limit=self.batch_size
+                    )
+                    if applied and self.on_commit is not None:
+                        position = tracked_position(
+                            self.database, connection.cursor(), projection.name, lock=False
+                        )
+                        self.on_commit(projection.name, position or 0)
+                    if not applied:
+                        self._wait_for_news(seen)
+                    delay = RECONNECT_FIRST_DELAY_S
+                except ProjectionFailed as error:
+                    self.failures[error.failure.projection] = error.failure
+                    logger.error("%s; it stops here until fixed and restarted", error.failure)
+                    return
+                except Exception as error:
+                    if not is_transient(error):
+                        logger.exception(
+                            "projection %s stopped by an unexpected error", projection.name
+                        )
+                        self.fatal_error = error
+                        return
+                    logger.warning("database unavailable (%s); reconnecting in %.2fs", error, delay)
+                    connection = _closed(connection)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+        finally:
+            _closed(connection)
 
-    def _wait(self) -> None:
-        """Until new events may be there: a notification (PostgreSQL) or the poll interval."""
+    def _wait_for_news(self, seen: int) -> None:
+        """Until a notification newer than `seen` (PostgreSQL) or the poll interval."""
         if not self.database.is_postgres:
             self._stop.wait(SQLITE_POLL_INTERVAL_S)
             return
-        if self._listener is None:
-            self._listener = self.database.connect()
-            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        for _ in self._listener.notifies(timeout=POSTGRES_POLL_INTERVAL_S, stop_after=1):
-            break
+        with self._wake:
+            self._wake.wait_for(
+                lambda: self._notifications != seen or self._stop.is_set(),
+                timeout=POSTGRES_POLL_INTERVAL_S,
+            )
+
+    def _listen(self) -> None:
+        """PostgreSQL: LISTEN on the event store's channel and wake the projection threads at
+        each notification (all the notifications already queued count as one wake-up)."""
+        delay = RECONNECT_FIRST_DELAY_S
+        while not self._stop.is_set() and self.running:
+            try:
+                if self._listener is None:
+                    self._listener = self.database.connect()
+                    self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._notify_projections()  # whatever was missed while not listening
+                for _ in self._listener.notifies(timeout=POSTGRES_POLL_INTERVAL_S, stop_after=1):
+                    self._notify_projections()
+                delay = RECONNECT_FIRST_DELAY_S
+            except Exception as error:
+                if not is_transient(error):
+                    logger.exception("the projections' listener stopped")
+                    self.fatal_error = error
+                    return
+                self._listener = _closed(self._listener)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+
+    def _notify_projections(self) -> None:
+        with self._wake:
+            self._notifications += 1
+            self._wake.notify_all()
 
     def _close_connections(self) -> None:
-        for name in ("_connection", "_listener"):
-            connection = getattr(self, name)
-            setattr(self, name, None)
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.close()
+        """Close the listener's and `step`'s connections (each projection thread closes its
+        own when it ends)."""
+        self._listener = _closed(self._listener)
+        self._connection = _closed(self._connection)
+
+
+def _closed(connection: Any) -> Any:
+    """Close `connection` if there is one, ignoring errors (it may already be dead); None."""
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.close()
+    return None

@@ -72,7 +72,7 @@ def test_a_projector_killed_mid_batch_loses_and_doubles_nothing(story: Story) ->
         f"""
         import time
         from projections.runner import ProjectionRunner
-        runner = ProjectionRunner({url!r}, batch_size=150)
+        runner = ProjectionRunner({url!r}, batch_size=40)
         runner.start()
         time.sleep(600)
         """
@@ -84,7 +84,7 @@ def test_a_projector_killed_mid_batch_loses_and_doubles_nothing(story: Story) ->
         deadline = time.monotonic() + 60
         while _applied(story) <= before and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(0.03 * (kills + 1))  # land somewhere inside a later batch
+        time.sleep(0.01 * (kills + 1))  # land somewhere inside a later batch
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
