@@ -144,18 +144,21 @@ def test_hostile_bodies_are_4xx_problems(api: Api) -> None:
         problem_of(api.post("/v1/assets", content=body), status, code)
 
 
-def test_serve_freezes_the_startup_heap_out_of_the_collector() -> None:
-    """`ledger serve` moves what startup built out of the collected generations, so a full
-    collection does not walk it (api.serve.freeze_startup_heap)."""
+def test_serve_tunes_the_garbage_collector() -> None:
+    """`ledger serve` moves what startup built out of the collected generations and collects
+    the youngest generation less often (api.serve.tune_garbage_collector)."""
     import gc
 
-    from api.serve import freeze_startup_heap
+    from api.serve import GC_YOUNG_THRESHOLD, tune_garbage_collector
 
+    threshold = gc.get_threshold()
     try:
-        freeze_startup_heap(None)
+        tune_garbage_collector(None)
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
     assert gc.get_freeze_count() == 0
 
 
