@@ -1,6 +1,6 @@
-"""Runs the projections: background threads that apply new events as they are recorded, one
-per projection with its own connection (one projection's database round trips overlap the
-other's work).
+"""Runs the projections: background threads that apply new events as they are recorded. On
+PostgreSQL one per projection with its own connection (one projection's database round trips
+overlap the other's work); on SQLite, which has one writer at a time, one for all.
 
 PostgreSQL: a listener thread sleeps on LISTEN `ledger_events` (the writer NOTIFYs in every
 append's transaction, so a wake-up comes at commit) and wakes the projection threads, which also
@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 CommitListener = Callable[[str, int], None]
 
+_LISTENER_THREAD: Final = "projection-listener"
+
 
 class ProjectionRunner:
     """Applies the log to the named projections (all by default)."""
@@ -95,7 +97,7 @@ class ProjectionRunner:
     @property
     def running(self) -> bool:
         """True while a projection thread runs (not counting the listener)."""
-        return any(thread.is_alive() for thread in self._threads[: len(self.projections)])
+        return any(thread.is_alive() for thread in self._threads if thread.name != _LISTENER_THREAD)
 
     def start(self) -> None:
         """Start (or restart, after a failure was fixed) the background threads: one per
@@ -107,6 +109,15 @@ class ProjectionRunner:
         self.failures.clear()
         self.fatal_error = None
         self._stop.clear()
+        if not self.database.is_postgres:
+            # SQLite has one writer at a time: one thread and one write transaction per batch
+            # for all projections (separate threads measured slower, and slowed the command
+            # side waiting for the lock).
+            self._threads = [
+                threading.Thread(target=self._run_together, name="projections", daemon=True)
+            ]
+            self._threads[0].start()
+            return
         self._threads = [
             threading.Thread(
                 target=self._run_projection,
@@ -118,7 +129,7 @@ class ProjectionRunner:
         ]
         if self.database.is_postgres:
             self._threads.append(
-                threading.Thread(target=self._listen, name="projection-listener", daemon=True)
+                threading.Thread(target=self._listen, name=_LISTENER_THREAD, daemon=True)
             )
         for thread in self._threads:
             thread.start()
@@ -238,6 +249,26 @@ class ProjectionRunner:
             cursor, f"SELECT position FROM {TRACKING_TABLE} WHERE name = ?", (name,)
         )
         return int(cursor.fetchone()[0])
+
+    def _run_together(self) -> None:
+        """SQLite's thread: `step` (all projections, one transaction per batch) until stopped,
+        polling when there is nothing new."""
+        delay = RECONNECT_FIRST_DELAY_S
+        while not self._stop.is_set():
+            try:
+                if self.step() == 0:
+                    self._stop.wait(SQLITE_POLL_INTERVAL_S)
+                delay = RECONNECT_FIRST_DELAY_S
+            except Exception as error:
+                if not is_transient(error):
+                    logger.exception("projection runner stopped by an unexpected error")
+                    self.fatal_error = error
+                    break
+                logger.warning("database unavailable (%s); reconnecting in %.2fs", error, delay)
+                self._connection = _closed(self._connection)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+        self._connection = _closed(self._connection)
 
     def _run_projection(self, projection: Projection) -> None:
         """One projection's thread: apply batches until there is nothing new, then wait for a
