@@ -204,6 +204,7 @@ class BalancesProjection(Projection):
         "rm_entries": ("space_id", "account_id", "position", "leg"),
         "rm_daily_balances": ("space_id", "account_id", "effective_date"),
     }
+    deferred_index_tables: ClassVar[tuple[str, ...]] = ("rm_entries",)
 
     def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
         batch = _Batch(self, cursor)

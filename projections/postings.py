@@ -68,6 +68,7 @@ class PostingsProjection(Projection):
         "rm_postings": ("space_id", "position"),
         "rm_posting_accounts": ("space_id", "account_id", "position"),
     }
+    deferred_index_tables: ClassVar[tuple[str, ...]] = ("rm_posting_accounts",)
 
     def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
         new_rows: dict[PostingKey, list[Any]] = {}

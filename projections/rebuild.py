@@ -38,7 +38,7 @@ from projections.base import (
     head_position,
     read_feed_rows,
 )
-from projections.db import SQLITE_CACHE_KIB, Cursor, Database
+from projections.db import Cursor, Database
 from projections.registry import projection_classes
 from projections.tracking import (
     MAX_BATCH_EVENTS,
@@ -55,8 +55,6 @@ REPLAY_SUFFIX: Final = "__replay"
 #: rebuild has the whole log to get through and nobody reads its tables meanwhile.
 REBUILD_BATCH_EVENTS: Final = 20_000
 
-#: SQLite page cache of a rebuild's connection, in KiB (bounded: memory stays flat).
-REBUILD_SQLITE_CACHE_KIB: Final = 262_144
 #: WAL pages between a rebuild's checkpoints (SQLite's default is 1000): fewer, larger
 #: checkpoints write a page that many batches touch once.
 REBUILD_SQLITE_CHECKPOINT_PAGES: Final = 20_000
@@ -93,10 +91,20 @@ def columns_of(database: Database, cursor: Cursor, table: str) -> list[str]:
     return [column[0] for column in cursor.description]  # type: ignore[attr-defined]
 
 
-def create_copy(database: Database, cursor: Cursor, table: str, copy: str, generation: int) -> None:
-    """An empty `copy` of live `table`, with its constraints and indexes."""
+def create_copy(
+    database: Database,
+    cursor: Cursor,
+    table: str,
+    copy: str,
+    generation: int,
+    *,
+    with_indexes: bool = True,
+) -> None:
+    """An empty `copy` of live `table`, with its constraints and indexes (PostgreSQL, without
+    `with_indexes`: its CHECK and NOT NULL constraints only; see `build_deferred_indexes`)."""
     if database.is_postgres:
-        cursor.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")
+        including = "ALL" if with_indexes else "DEFAULTS INCLUDING CONSTRAINTS"
+        cursor.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING {including})")
         return
     cursor.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
     (table_sql,) = cursor.fetchone()
@@ -132,13 +140,48 @@ def prepare_copies(database: Database, connection: Any, copy: Projection, genera
             return position
         drop_copies(database, cursor, copy)
         for table, copy_table in copy.table_names.items():
-            create_copy(database, cursor, table, copy_table, generation)
+            deferred = table in copy.deferred_index_tables
+            create_copy(database, cursor, table, copy_table, generation, with_indexes=not deferred)
         database.execute(
             cursor,
             f"INSERT INTO {TRACKING_TABLE} (name, position, generation) VALUES (?, 0, ?)",
             (tracking_name, generation),
         )
     return 0
+
+
+def build_deferred_indexes(database: Database, connection: Any, copy: Projection) -> None:
+    """Give the copies of the projection's `deferred_index_tables` the live tables' primary
+    key and indexes, those they lack (so a resumed rebuild builds only what is missing)."""
+    if not database.is_postgres:
+        return  # SQLite's tables are clustered on their primary key: nothing was deferred
+    for table in copy.deferred_index_tables:
+        copy_table = copy.table_names[table]
+        with database.transaction(connection) as cursor:
+            present = set(_index_shapes(cursor, copy_table))
+            for shape in _index_shapes(cursor, table):
+                if shape in present:
+                    continue
+                primary, unique, method_and_columns = shape
+                if primary:
+                    columns = method_and_columns.split(" ", 1)[1]
+                    cursor.execute(f"ALTER TABLE {copy_table} ADD PRIMARY KEY {columns}")
+                else:
+                    kind = "UNIQUE INDEX" if unique else "INDEX"
+                    cursor.execute(f"CREATE {kind} ON {copy_table} USING {method_and_columns}")
+
+
+def _index_shapes(cursor: Cursor, table: str) -> list[tuple[bool, bool, str]]:
+    """(primary key?, unique?, "btree (columns...)") of each index of a PostgreSQL table."""
+    cursor.execute(
+        "SELECT indisprimary, indisunique, pg_get_indexdef(indexrelid) FROM pg_index "
+        "WHERE indrelid = %s::regclass ORDER BY indexrelid",
+        (table,),
+    )
+    return [
+        (bool(primary), bool(unique), definition.split(" USING ", 1)[1])
+        for primary, unique, definition in cursor.fetchall()
+    ]
 
 
 def _copies_match(database: Database, cursor: Cursor, copy: Projection) -> bool:
@@ -270,6 +313,7 @@ def _build_alone(url: str, name: str, batch_size: int) -> None:
                         kind="position",
                         position=_position(database, connection, copy.tracking_name),
                     )
+            build_deferred_indexes(database, connection, copy)
         finally:
             connection.close()
     except ProjectionFailed as failed:
@@ -354,8 +398,8 @@ def _swap_tables(database: Database, cursor: Cursor, copy: Projection, position:
 def _relaxed_commits(database: Database, connection: Any) -> Iterator[None]:
     """The rebuild's batches commit without waiting for the disk: PostgreSQL
     `synchronous_commit = off`; SQLite `synchronous = NORMAL` (in WAL mode the database stays
-    consistent; only the last commits can be lost) with a larger page cache and checkpoints
-    every `REBUILD_SQLITE_CHECKPOINT_PAGES` pages. Safe: each batch's rows and its tracked
+    consistent; only the last commits can be lost) with checkpoints every
+    `REBUILD_SQLITE_CHECKPOINT_PAGES` pages. Safe: each batch's rows and its tracked
     position commit together, so a crash can only lose the last batches whole, and the next run
     resumes before them. The swap that readers see waits for the disk as usual."""
     if database.is_postgres:
@@ -366,13 +410,11 @@ def _relaxed_commits(database: Database, connection: Any) -> Iterator[None]:
             connection.execute("RESET synchronous_commit")
         return
     connection.execute("PRAGMA synchronous = NORMAL")
-    connection.execute(f"PRAGMA cache_size = -{REBUILD_SQLITE_CACHE_KIB}")
     connection.execute(f"PRAGMA wal_autocheckpoint = {REBUILD_SQLITE_CHECKPOINT_PAGES}")
     try:
         yield
     finally:
         connection.execute("PRAGMA synchronous = FULL")
-        connection.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         connection.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_DEFAULT_CHECKPOINT_PAGES}")
 
 
@@ -427,6 +469,8 @@ def replay(
                 applied = build(
                     database, connection, copies, batch_size=batch_size, on_progress=on_progress
                 )
+            for copy in copies:
+                build_deferred_indexes(database, connection, copy)
         position = swap_in(database, connection, copies)
     finally:
         connection.close()

@@ -26,7 +26,7 @@ from ledger_core.commands import (
 from projections.base import TRACKING_TABLE
 from projections.db import Database
 from projections.queries import ReadModels
-from projections.rebuild import REPLAY_SUFFIX, build, prepare_copies, replay
+from projections.rebuild import REPLAY_SUFFIX, _index_shapes, build, prepare_copies, replay
 from projections.registry import PROJECTIONS
 from projections.tracking import ProjectionFailed
 from projections.verify import dump_tables, verify
@@ -131,6 +131,31 @@ def test_a_parallel_builder_that_fails_says_which_event(story: Story) -> None:
         replay(url, parallel=True)
     assert failed.value.failure.position == 3
     assert "DecodeError" in failed.value.failure.reason, failed.value.failure.reason
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_replay_keeps_every_key_and_index(story: Story, parallel: bool) -> None:
+    """On PostgreSQL the copies of insert-only tables are loaded without indexes and given
+    them at the end: after the swap every live table has the same keys and indexes again."""
+    url = story.runner.database.url
+    database = Database(url)
+    if not database.is_postgres:
+        pytest.skip("SQLite's tables are clustered on their keys: nothing is deferred")
+    tables = [table for cls in PROJECTIONS.values() for table in cls.tables]
+
+    def shapes() -> dict[str, list[tuple[bool, bool, str]]]:
+        connection = database.connect()
+        try:
+            return {table: sorted(_index_shapes(connection.cursor(), table)) for table in tables}
+        finally:
+            connection.close()
+
+    before = shapes()
+    assert any(primary for primary, _, _ in before["rm_entries"])
+    replay(url, parallel=parallel)
+    assert shapes() == before
+    with pytest.raises(Exception, match="duplicate key"):
+        _sql(url, "INSERT INTO rm_entries SELECT * FROM rm_entries LIMIT 1")
 
 
 def test_replay_of_one_projection_leaves_the_other(story: Story) -> None:
