@@ -21,6 +21,8 @@ end of any date is then one index seek: the closing balance of the latest row on
 
 from __future__ import annotations
 
+import operator
+import struct
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
@@ -31,7 +33,7 @@ from ledger_core import events as ev
 from ledger_core.types import NORMAL_BALANCE
 from projections import feed
 from projections.base import LoggedEvent, Projection
-from projections.db import Cursor, Dialect, pg_array
+from projections.db import BinaryRows, Cursor, Dialect, copy_binary, pg_array
 
 #: Keys looked up per query when a batch loads its accounts or holds (SQLite allows 32766 bound
 #: variables per statement; two per key).
@@ -443,7 +445,12 @@ class _Batch:
         )
         self._write_accounts()
         self._write_holds()
-        database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries, plain=True)
+        # In key order: each account's new entries go in at the end of its range together.
+        self.entries.sort(key=_entry_key)
+        if database.is_postgres:
+            copy_binary(cursor, names["rm_entries"], _ENTRY_COLUMNS, _binary_entries(self.entries))
+        else:
+            database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
         self._write_daily()
 
     def _write_accounts(self) -> None:
@@ -535,6 +542,53 @@ _ENTRY_COLUMNS: Final = (
     "recorded_at",
     "balance_after_minor",
 )
+_entry_key = operator.itemgetter(0, 1, 2, 3)
+#: Binary row layouts of rm_entries by the lengths of (direction, currency).
+_ENTRY_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _binary_entries(rows: list[tuple[Any, ...]]) -> list[bytes]:
+    """rm_entries rows (PostgreSQL stored form) in binary COPY format."""
+    values = BinaryRows()
+    uuid, text, date, time = values.uuid, values.text, values.date, values.time
+    packed = []
+    for space, account, position, leg, posting, direction, amount, currency, day, at, after in rows:
+        lengths = (len(direction), len(currency))
+        layout = _ENTRY_LAYOUTS.get(lengths)
+        if layout is None:
+            layout = _ENTRY_LAYOUTS[lengths] = struct.Struct(
+                f">hi16si16siqiqi16si{lengths[0]}siqi{lengths[1]}siiiqiq"
+            )
+        packed.append(
+            layout.pack(
+                11,
+                16,
+                uuid(space),
+                16,
+                uuid(account),
+                8,
+                position,
+                8,
+                leg,
+                16,
+                uuid(posting),
+                lengths[0],
+                text(direction),
+                8,
+                amount,
+                lengths[1],
+                text(currency),
+                4,
+                date(day),
+                8,
+                time(at),
+                8,
+                after,
+            )
+        )
+    return packed
+
+
 _ACCOUNT_COLUMN_NAMES: Final = tuple(column.strip() for column in _ACCOUNT_COLUMNS.split(","))
 _ACCOUNT_KEYS: Final = {"space_id": "uuid", "account_id": "uuid"}
 #: What events change on an account after it is opened (PostgreSQL types for bulk updates).

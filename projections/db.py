@@ -328,6 +328,65 @@ def pg_text_array(values: Iterable[str | None]) -> str:
     )
 
 
+class BinaryRows:
+    """Rows in PostgreSQL's binary COPY format, for tables of fixed-width values (UUIDs,
+    integers, dates, times) and short codes: PostgreSQL parses no text, which measured about
+    3x less of its CPU than COPY's text format for the entries. Values come in their stored
+    form on PostgreSQL (canonical text for ids, dates and times); the ones that repeat are
+    converted once."""
+
+    HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+    TRAILER: Final = b"\xff\xff"
+
+    def __init__(self) -> None:
+        self._uuids: dict[str, bytes] = {}
+        self._texts: dict[str, bytes] = {}
+        self._dates: dict[str, int] = {}
+        self._times: dict[str, int] = {}
+
+    def uuid(self, text: str) -> bytes:
+        found = self._uuids.get(text)
+        if found is None:
+            found = self._uuids[text] = bytes.fromhex(text.replace("-", ""))
+        return found
+
+    def text(self, text: str) -> bytes:
+        found = self._texts.get(text)
+        if found is None:
+            found = self._texts[text] = text.encode()
+        return found
+
+    def date(self, text: str) -> int:
+        """Days since 2000-01-01 (PostgreSQL's epoch)."""
+        found = self._dates.get(text)
+        if found is None:
+            found = self._dates[text] = dt.date.fromisoformat(text).toordinal() - _PG_EPOCH_DAY
+        return found
+
+    def time(self, text: str) -> int:
+        """Microseconds since 2000-01-01 00:00 UTC."""
+        found = self._times.get(text)
+        if found is None:
+            moment = datetime.fromisoformat(text)
+            found = self._times[text] = (moment - _PG_EPOCH) // _MICROSECOND
+        return found
+
+
+_PG_EPOCH_DAY: Final = dt.date(2000, 1, 1).toordinal()
+_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
+
+
+def copy_binary(cursor: Cursor, table: str, columns: Sequence[str], chunks: list[bytes]) -> None:
+    """COPY `chunks` (rows packed by a `BinaryRows` user, without header or trailer) into
+    `table`."""
+    if not chunks:
+        return
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    with cursor.copy(statement) as copy:  # type: ignore[attr-defined]
+        copy.write(BinaryRows.HEADER + b"".join(chunks) + BinaryRows.TRAILER)
+
+
 _COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 

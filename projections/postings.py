@@ -17,6 +17,7 @@ its expiry sweep).
 from __future__ import annotations
 
 import operator
+import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 from uuid import UUID
@@ -25,7 +26,7 @@ from ledger_core.store import COMMANDS_TABLE
 from projections import feed
 from projections.balances import ValueCache, encode_entries, encode_metadata
 from projections.base import LoggedEvent, Projection
-from projections.db import Cursor, Database, pg_array
+from projections.db import BinaryRows, Cursor, Database, copy_binary, pg_array
 
 _STATUS_OF_CLOSER: Final[dict[type[feed.LightEvent], str]] = {
     feed.PendingPostingPosted: "posted",
@@ -58,6 +59,19 @@ _STATUS, _ENTRIES, _REVERSED_BY = 3, 4, 14
 _FREE_TEXT: Final = (5, 7, 9)
 
 _touched_key = operator.itemgetter(0, 1, 2)
+_POSTING_ACCOUNT_COLUMNS: Final = ("space_id", "account_id", "position", "posting_id")
+_POSTING_ACCOUNT_LAYOUT: Final = struct.Struct(">hi16si16siqi16s")
+
+
+def _binary_posting_accounts(rows: list[tuple[Any, ...]]) -> list[bytes]:
+    """rm_posting_accounts rows (PostgreSQL stored form) in binary COPY format."""
+    uuid, pack = BinaryRows().uuid, _POSTING_ACCOUNT_LAYOUT.pack
+    return [
+        pack(4, 16, uuid(space), 16, uuid(account), 8, position, 16, uuid(posting))
+        for space, account, position, posting in rows
+    ]
+
+
 #: (space id, posting id) as canonical UUID text.
 PostingKey = tuple[str, str]
 
@@ -143,13 +157,11 @@ class PostingsProjection(Projection):
             cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows, free_text=_FREE_TEXT
         )
         touched.sort(key=_touched_key)  # in key order, as for entries
-        database.insert_rows(
-            cursor,
-            self.table_names["rm_posting_accounts"],
-            ("space_id", "account_id", "position", "posting_id"),
-            touched,
-            plain=True,
-        )
+        table, columns = self.table_names["rm_posting_accounts"], _POSTING_ACCOUNT_COLUMNS
+        if database.is_postgres:
+            copy_binary(cursor, table, columns, _binary_posting_accounts(touched))
+        else:
+            database.insert_rows(cursor, table, columns, touched)
         database.executemany(
             cursor,
             self.statement(

@@ -55,3 +55,47 @@ def test_array_literal_edges(postgres_url: str, values: list[str | None]) -> Non
         assert cursor.fetchone() == (values,)
     finally:
         connection.close()
+
+
+def test_binary_rows_round_trip(postgres_url: str) -> None:
+    import struct
+    from datetime import UTC, date, datetime
+    from uuid import UUID
+
+    from projections.db import BinaryRows, copy_binary
+
+    values = BinaryRows()
+    assert values.date("2000-01-02") == 1 and values.date("1999-12-31") == -1
+    assert values.time("2000-01-01T00:00:01Z") == 1_000_000
+    layout = struct.Struct(">hi16siiiqi5s")
+    ident = "0190d5a4-7b7c-7d5e-8f00-00000000abcd"
+    rows = [
+        layout.pack(
+            4,
+            16,
+            values.uuid(ident),
+            4,
+            values.date("2026-02-28"),
+            8,
+            values.time("2026-11-23T07:51:03.672033Z"),
+            5,
+            values.text("debit"),
+        )
+    ]
+    connection = Database(postgres_url).connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("CREATE TEMP TABLE t_binary (u uuid, d date, t timestamptz, x text)")
+        copy_binary(cursor, "t_binary", ("u", "d", "t", "x"), rows)
+        copy_binary(cursor, "t_binary", ("u", "d", "t", "x"), [])  # nothing to copy
+        cursor.execute("SELECT u, d, t, x FROM t_binary")
+        assert cursor.fetchall() == [
+            (
+                UUID(ident),
+                date(2026, 2, 28),
+                datetime(2026, 11, 23, 7, 51, 3, 672033, tzinfo=UTC),
+                "debit",
+            )
+        ]
+    finally:
+        connection.close()
