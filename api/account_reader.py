@@ -121,7 +121,8 @@ class AccountReader:
         from projections.queries import _ACCOUNT_SELECT
 
         self._statement = (
-            _ACCOUNT_SELECT + " JOIN unnest(%s::uuid[], %s::uuid[]) AS wanted(space, account)"
+            _ACCOUNT_SELECT + " JOIN unnest(string_to_array(%s, ',')::uuid[],"
+            " string_to_array(%s, ',')::uuid[]) AS wanted(space, account)"
             " ON space_id = wanted.space AND account_id = wanted.account"
         )
         self._pool = AsyncConnectionPool(
@@ -151,9 +152,10 @@ class AccountReader:
         return await self._coalescer.get((space_id, account_id))
 
     async def _fetch(self, keys: list[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], AccountView]:
-        # UUIDs as text: psycopg dumps a list of str in C (PostgreSQL casts them).
-        spaces = [str(space_id) for space_id, _ in keys]
-        accounts = [str(account_id) for _, account_id in keys]
+        # The ids as two comma-separated texts: psycopg dumps a str in C, a list element by
+        # element in Python (PostgreSQL splits and casts them).
+        spaces = ",".join([str(space_id) for space_id, _ in keys])
+        accounts = ",".join([str(account_id) for _, account_id in keys])
         async with self._pool.connection() as connection:
             cursor = await connection.execute(self._statement, (spaces, accounts))
             rows = await cursor.fetchall()
