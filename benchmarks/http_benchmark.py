@@ -16,7 +16,9 @@ benchmarks/http_benchmark.lua (each request its own Idempotency-Key) for three c
 - `batch`: batches of 100 postings, POST .../postings/batch, at 8 connections;
 - `account`: GET .../accounts/{id} at 64 connections (after the projections caught up).
 
-It prints requests/s, postings/s, p50/p99 latency and non-2xx answers, and the pgbench
+It prints requests/s, postings/s, p50/p99 latency and non-2xx answers, the CPU time per request
+of `ledger serve` and of `ledger project` (all threads, from /proc) and how busy the whole
+machine was during the cell (another load on a shared machine shows there), and the pgbench
 reference measured in the same run (`../shared/tools/pgbench-reference`) with each cell's ratio,
 against the targets: single postings >= 1.5x pgbench, batches >= 5x, GET account p99 < 20 ms.
 Figures go to benchmarks/results/http.json.
@@ -79,6 +81,11 @@ class Cell:
     non_2xx: int
     socket_errors: int
     commands_per_batch: float | None = None
+    #: CPU time (all threads) per request of `ledger serve` and of `ledger project`, and the
+    #: share of the machine's CPU that was busy (any process) while the cell ran.
+    serve_cpu_us_per_request: float | None = None
+    project_cpu_us_per_request: float | None = None
+    machine_cpu_busy: float | None = None
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
@@ -94,10 +101,19 @@ def free_port() -> int:
 LEDGER: Final = [sys.executable, "-c", "from api.cli import main; main()"]
 
 
+@dataclass
+class Served:
+    base_url: str
+    serve_pid: int
+    project_pid: int | None = None
+
+
 @contextmanager
-def running_server(server: str, projections: str, database_url: str, token: str) -> Iterator[str]:
+def running_server(
+    server: str, projections: str, database_url: str, token: str
+) -> Iterator[Served]:
     """`ledger serve` (and `ledger project` when the projections run separately) as
-    subprocesses; yields the API's base URL."""
+    subprocesses; yields the API's base URL and their process ids."""
     port = free_port()
     environment = dict(os.environ, LEDGER_DATABASE_URL=database_url, LEDGER_ADMIN_TOKEN=token)
     serve = [*LEDGER, "serve", "--port", str(port), "--server", server]
@@ -108,10 +124,12 @@ def running_server(server: str, projections: str, database_url: str, token: str)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base_url, processes[0])
+        served = Served(base_url, processes[0].pid)
         if projections == "separate":
             processes.append(subprocess.Popen([*LEDGER, "project"], env=environment,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        yield base_url
+            served.project_pid = processes[1].pid
+        yield served
     finally:
         for process in processes:
             stop(process)
@@ -183,6 +201,56 @@ def run_wrk(base_url: str, mode: str, connections: int, seconds: int, env: dict[
     raise RuntimeError(f"wrk printed no summary: {completed.stdout} {completed.stderr}")
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """User and system CPU time of a process, all its threads (0 if it is gone or None)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the machine since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(value) for value in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait
+    total = sum(values[:8])
+    return total - idle, total
+
+
+@dataclass
+class CpuWindow:
+    serve_seconds: float
+    project_seconds: float
+    machine_busy: float
+
+
+@contextmanager
+def cpu_window(served: Served) -> Iterator[CpuWindow]:
+    """The CPU the two processes and the machine used while the block ran."""
+    window = CpuWindow(0.0, 0.0, 0.0)
+    serve_before = process_cpu_seconds(served.serve_pid)
+    project_before = process_cpu_seconds(served.project_pid)
+    busy_before, total_before = machine_cpu_ticks()
+    yield window
+    window.serve_seconds = process_cpu_seconds(served.serve_pid) - serve_before
+    window.project_seconds = process_cpu_seconds(served.project_pid) - project_before
+    busy_after, total_after = machine_cpu_ticks()
+    window.machine_busy = (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def with_cpu(cell: Cell, window: CpuWindow) -> Cell:
+    if cell.requests:
+        cell.serve_cpu_us_per_request = window.serve_seconds / cell.requests * 1e6
+        cell.project_cpu_us_per_request = window.project_seconds / cell.requests * 1e6
+    cell.machine_cpu_busy = window.machine_busy
+    return cell
+
+
 def writer_counts(base_url: str) -> tuple[float, float]:
     """The writer's (batches, commands) so far, from /metrics."""
     text = httpx.get(base_url + "/metrics", timeout=10).text
@@ -221,8 +289,9 @@ def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
     token = secrets.token_urlsafe(32)
     with (
         common.scratch_postgres_database(prefix="ledger_http_bench") as url,
-        running_server(server, projections, url, token) as base_url,
+        running_server(server, projections, url, token) as served,
     ):
+        base_url = served.base_url
         space, accounts = seed(base_url, token)
         env = {
             "LEDGER_BENCH_SPACE": space,
@@ -235,17 +304,21 @@ def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
         for scenario, connections in (("posting", SINGLE_CONNECTIONS),
                                       ("batch", BATCH_CONNECTIONS)):  # fmt: skip
             batches_before, commands_before = writer_counts(base_url)
-            figures = run_wrk(base_url, scenario, connections, seconds, env)
+            with cpu_window(served) as window:
+                figures = run_wrk(base_url, scenario, connections, seconds, env)
             batches_after, commands_after = writer_counts(base_url)
-            cell = cell_of(server, projections, scenario, connections, figures)
+            cell = with_cpu(cell_of(server, projections, scenario, connections, figures), window)
             batches = batches_after - batches_before
             cell.commands_per_batch = (
                 (commands_after - commands_before) / batches if batches else None
             )
             cells.append(cell)
         wait_for_projections(base_url)
-        figures = run_wrk(base_url, "account", READ_CONNECTIONS, seconds, env)
-        cells.append(cell_of(server, projections, "account", READ_CONNECTIONS, figures))
+        with cpu_window(served) as window:
+            figures = run_wrk(base_url, "account", READ_CONNECTIONS, seconds, env)
+        cells.append(
+            with_cpu(cell_of(server, projections, "account", READ_CONNECTIONS, figures), window)
+        )
     return cells
 
 
@@ -305,15 +378,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(cells: list[Cell]) -> str:
     headers = ["server", "projections", "cell", "conns", "req/s", "postings/s", "p50 ms",
-               "p99 ms", "non-2xx", "cmds/batch", "x pgbench", "target", "met"]  # fmt: skip
+               "p99 ms", "non-2xx", "cmds/batch", "serve us/req", "project us/req",
+               "machine busy", "x pgbench", "target", "met"]  # fmt: skip
     rows = [
         [c.server, c.projections, c.scenario, c.connections, c.requests_per_second,
          c.postings_per_second, c.latency_ms_p50, c.latency_ms_p99, c.non_2xx,
-         float("nan") if c.commands_per_batch is None else c.commands_per_batch,
-         float("nan") if c.ratio is None else c.ratio, c.target, "yes" if c.met else "NO"]
+         _or_nan(c.commands_per_batch), _or_nan(c.serve_cpu_us_per_request),
+         _or_nan(c.project_cpu_us_per_request), _or_nan(c.machine_cpu_busy),
+         _or_nan(c.ratio), c.target, "yes" if c.met else "NO"]
         for c in cells
     ]  # fmt: skip
     return common.format_table(headers, rows)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 if __name__ == "__main__":
