@@ -232,7 +232,9 @@ class _Batch:
         self.holds: dict[Key, Hold] = {}
         self.closed_holds: list[Key] = []
         self.spaces: list[tuple[Any, ...]] = []
-        self.entries: list[tuple[Any, ...]] = []
+        #: New entries: packed for binary COPY on PostgreSQL, tuples on SQLite.
+        self.entries: list[Any] = []
+        self.binary = BinaryRows() if projection.database.is_postgres else None
         self.daily: dict[tuple[Any, Any, str], int] = {}
 
     # Loading -----------------------------------------------------------------------------------
@@ -406,9 +408,51 @@ class _Batch:
         values, accounts, daily, rows = self.values, self.accounts, self.daily, self.entries
         uuid = values.uuid
         space = uuid(logged.stream_id)
+        position = logged.position
+        binary = self.binary
+        if binary is not None:  # PostgreSQL: each entry packed for binary COPY at once
+            space_bytes = binary.uuid(space)
+            posting_bytes = bytes.fromhex(posting_id.replace("-", ""))
+            day, at = binary.date(effective_date), binary.time(logged.event.recorded_at)
+            text, binary_uuid = binary.text, binary.uuid
+            for leg, entry in enumerate(entries):
+                account = accounts[(space, entry.account_id)]
+                account.dirty = True
+                amount, direction, currency = entry.amount_minor, entry.direction, entry.currency
+                signed = amount if direction == account.normal else -amount
+                account.posted += signed
+                day_key = (space, account.account_id, effective_date)
+                daily[day_key] = daily.get(day_key, 0) + signed
+                rows.append(
+                    _entry_layout(len(direction), len(currency)).pack(
+                        11,
+                        16,
+                        space_bytes,
+                        16,
+                        binary_uuid(account.account_id),
+                        8,
+                        position,
+                        8,
+                        leg,
+                        16,
+                        posting_bytes,
+                        len(direction),
+                        text(direction),
+                        8,
+                        amount,
+                        len(currency),
+                        text(currency),
+                        4,
+                        day,
+                        8,
+                        at,
+                        8,
+                        account.posted,
+                    )
+                )
+            return
         posting = values.unique_uuid(posting_id)
         recorded = values.time(logged.event.recorded_at)
-        position = logged.position
         for leg, entry in enumerate(entries):
             account = accounts[(space, uuid(entry.account_id))]
             account.dirty = True
@@ -445,11 +489,12 @@ class _Batch:
         )
         self._write_accounts()
         self._write_holds()
-        # In key order: each account's new entries go in at the end of its range together.
-        self.entries.sort(key=_entry_key)
-        if database.is_postgres:
-            copy_binary(cursor, names["rm_entries"], _ENTRY_COLUMNS, _binary_entries(self.entries))
+        if self.binary is not None:
+            copy_binary(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
         else:
+            # In key order: each account's new entries go in at the end of its range together
+            # (SQLite's tables are clustered on their key).
+            self.entries.sort(key=_entry_key)
             database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
         self._write_daily()
 
@@ -547,46 +592,14 @@ _entry_key = operator.itemgetter(0, 1, 2, 3)
 _ENTRY_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
 
 
-def _binary_entries(rows: list[tuple[Any, ...]]) -> list[bytes]:
-    """rm_entries rows (PostgreSQL stored form) in binary COPY format."""
-    values = BinaryRows()
-    uuid, text, date, time = values.uuid, values.text, values.date, values.time
-    packed = []
-    for space, account, position, leg, posting, direction, amount, currency, day, at, after in rows:
-        lengths = (len(direction), len(currency))
-        layout = _ENTRY_LAYOUTS.get(lengths)
-        if layout is None:
-            layout = _ENTRY_LAYOUTS[lengths] = struct.Struct(
-                f">hi16si16siqiqi16si{lengths[0]}siqi{lengths[1]}siiiqiq"
-            )
-        packed.append(
-            layout.pack(
-                11,
-                16,
-                uuid(space),
-                16,
-                uuid(account),
-                8,
-                position,
-                8,
-                leg,
-                16,
-                uuid(posting),
-                lengths[0],
-                text(direction),
-                8,
-                amount,
-                lengths[1],
-                text(currency),
-                4,
-                date(day),
-                8,
-                time(at),
-                8,
-                after,
-            )
+def _entry_layout(direction_length: int, currency_length: int) -> struct.Struct:
+    """The binary COPY layout of an rm_entries row (11 columns, each length-prefixed)."""
+    layout = _ENTRY_LAYOUTS.get((direction_length, currency_length))
+    if layout is None:
+        layout = _ENTRY_LAYOUTS[(direction_length, currency_length)] = struct.Struct(
+            f">hi16si16siqiqi16si{direction_length}siqi{currency_length}siiiqiq"
         )
-    return packed
+    return layout
 
 
 _ACCOUNT_COLUMN_NAMES: Final = tuple(column.strip() for column in _ACCOUNT_COLUMNS.split(","))

@@ -377,6 +377,15 @@ _PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 
 
+def copy_text(cursor: Cursor, table: str, columns: Sequence[str], lines: Iterable[str]) -> None:
+    """COPY `lines` (rows already in COPY's text format, without newlines) into `table`."""
+    data = "\n".join(lines)
+    if not data:
+        return
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+        copy.write(data + "\n")
+
+
 def copy_binary(cursor: Cursor, table: str, columns: Sequence[str], chunks: list[bytes]) -> None:
     """COPY `chunks` (rows packed by a `BinaryRows` user, without header or trailer) into
     `table`."""
@@ -387,7 +396,9 @@ def copy_binary(cursor: Cursor, table: str, columns: Sequence[str], chunks: list
         copy.write(BinaryRows.HEADER + b"".join(chunks) + BinaryRows.TRAILER)
 
 
-_COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+#: NULL in COPY's text format.
+NULL: Final = "\\N"
+COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _copy_text(value: Any) -> str:
@@ -395,7 +406,7 @@ def _copy_text(value: Any) -> str:
     if value is None:
         return "\\N"
     if value.__class__ is str:
-        return value.translate(_COPY_ESCAPES)  # type: ignore[no-any-return]
+        return value.translate(COPY_ESCAPES)  # type: ignore[no-any-return]
     if value is True:
         return "t"
     if value is False:
@@ -411,7 +422,7 @@ def _copy_line(row: Sequence[Any], free_text: Sequence[int]) -> str:
     for index in free_text:
         value = row[index]
         if value is not None:
-            values[index] = value.translate(_COPY_ESCAPES)
+            values[index] = value.translate(COPY_ESCAPES)
     return "\t".join(values)
 
 

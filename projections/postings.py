@@ -26,7 +26,16 @@ from ledger_core.store import COMMANDS_TABLE
 from projections import feed
 from projections.balances import ValueCache, encode_entries, encode_metadata
 from projections.base import LoggedEvent, Projection
-from projections.db import BinaryRows, Cursor, Database, copy_binary, pg_array
+from projections.db import (
+    COPY_ESCAPES,
+    NULL,
+    BinaryRows,
+    Cursor,
+    Database,
+    copy_binary,
+    copy_text,
+    pg_array,
+)
 
 _STATUS_OF_CLOSER: Final[dict[type[feed.LightEvent], str]] = {
     feed.PendingPostingPosted: "posted",
@@ -54,22 +63,28 @@ _POSTING_COLUMNS: Final = (
     "declined_reason",
 )
 _STATUS, _ENTRIES, _REVERSED_BY = 3, 4, 14
-#: The columns whose text may hold tabs, newlines or backslashes: description, merchant and
-#: metadata (the others are ids, codes, dates, times and the entries' JSON of ids and codes).
-_FREE_TEXT: Final = (5, 7, 9)
+
+
+def _line(row: list[Any]) -> str:
+    """An rm_postings row (PostgreSQL stored form) as a line of COPY's text format. Only the
+    description, merchant and metadata can hold tabs, newlines or backslashes; the rest are
+    ids, codes, dates, times and the entries' JSON of ids and codes."""
+    (space, posting, position, status, entries, description, day, merchant, category) = row[:9]
+    (metadata, pending, expires_at, recorded_at, reverses, reversed_by, reason) = row[9:]
+    return (
+        f"{space}\t{posting}\t{position}\t{status}\t{entries}\t"
+        f"{description.translate(COPY_ESCAPES) if description else ''}\t{day}\t"
+        f"{NULL if merchant is None else merchant.translate(COPY_ESCAPES)}\t"
+        f"{NULL if category is None else category}\t{metadata.translate(COPY_ESCAPES)}\t"
+        f"{'t' if pending else 'f'}\t{NULL if expires_at is None else expires_at}\t"
+        f"{recorded_at}\t{NULL if reverses is None else reverses}\t"
+        f"{NULL if reversed_by is None else reversed_by}\t{NULL if reason is None else reason}"
+    )
+
 
 _touched_key = operator.itemgetter(0, 1, 2)
 _POSTING_ACCOUNT_COLUMNS: Final = ("space_id", "account_id", "position", "posting_id")
 _POSTING_ACCOUNT_LAYOUT: Final = struct.Struct(">hi16si16siqi16s")
-
-
-def _binary_posting_accounts(rows: list[tuple[Any, ...]]) -> list[bytes]:
-    """rm_posting_accounts rows (PostgreSQL stored form) in binary COPY format."""
-    uuid, pack = BinaryRows().uuid, _POSTING_ACCOUNT_LAYOUT.pack
-    return [
-        pack(4, 16, uuid(space), 16, uuid(account), 8, position, 16, uuid(posting))
-        for space, account, position, posting in rows
-    ]
 
 
 #: (space id, posting id) as canonical UUID text.
@@ -86,11 +101,14 @@ class PostingsProjection(Projection):
 
     def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
         new_rows: dict[PostingKey, list[Any]] = {}
-        touched: list[tuple[Any, ...]] = []
+        #: Rows of rm_posting_accounts: packed for binary COPY on PostgreSQL, tuples on SQLite.
+        touched: list[Any] = []
         #: (space, posting) -> [status, entries, reversed_by] for rows older than the batch.
         updates: dict[PostingKey, list[Any]] = {}
         values = ValueCache(self.dialect)
-        uuid = values.uuid
+        binary = BinaryRows() if self.database.is_postgres else None
+        uuid = values.uuid if binary is None else binary.uuid
+        pack = _POSTING_ACCOUNT_LAYOUT.pack
         for logged in events:
             event = logged.event
             if isinstance(event, feed.Posting):
@@ -98,18 +116,26 @@ class PostingsProjection(Projection):
                 row = self._row(logged, event, values)
                 new_rows[key] = row
                 space, posting, position = row[0], row[1], logged.position
+                if binary is not None:  # PostgreSQL: packed for binary COPY at once
+                    space = binary.uuid(space)
+                    posting = bytes.fromhex(posting.replace("-", ""))
                 entries = event.entries
                 if len(entries) == 2 and entries[0].account_id != entries[1].account_id:
-                    touched.append((space, uuid(entries[0].account_id), position, posting))
-                    touched.append((space, uuid(entries[1].account_id), position, posting))
+                    accounts: Any = (entries[0].account_id, entries[1].account_id)
+                else:
+                    accounts = dict.fromkeys(e.account_id for e in entries)
+                if binary is not None:
+                    touched.extend(
+                        pack(4, 16, space, 16, uuid(account), 8, position, 16, posting)
+                        for account in accounts
+                    )
                 else:
                     touched.extend(
-                        (space, uuid(account_id), position, posting)
-                        for account_id in dict.fromkeys(e.account_id for e in entries)
+                        (space, uuid(account), position, posting) for account in accounts
                     )
                 if event.reverses is not None and event.__class__ is feed.PostingRecorded:
                     original = (logged.stream_id, event.reverses)
-                    _change(new_rows, updates, original, _REVERSED_BY, posting)
+                    _change(new_rows, updates, original, _REVERSED_BY, row[1])
             elif event.__class__ is feed.PendingPostingPosted:
                 key = (logged.stream_id, event.posting_id)
                 _change(new_rows, updates, key, _STATUS, "posted")
@@ -147,20 +173,21 @@ class PostingsProjection(Projection):
         self,
         cursor: Cursor,
         rows: list[list[Any]],
-        touched: list[tuple[Any, ...]],
+        touched: list[Any],
         updates: dict[PostingKey, list[Any]],
         values: ValueCache,
     ) -> None:
         database = self.database
         positions = posting_positions(database, cursor, list(updates))
-        database.insert_rows(
-            cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows, free_text=_FREE_TEXT
-        )
-        touched.sort(key=_touched_key)  # in key order, as for entries
+        if database.is_postgres:
+            copy_text(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, map(_line, rows))
+        else:
+            database.insert_rows(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows)
         table, columns = self.table_names["rm_posting_accounts"], _POSTING_ACCOUNT_COLUMNS
         if database.is_postgres:
-            copy_binary(cursor, table, columns, _binary_posting_accounts(touched))
+            copy_binary(cursor, table, columns, touched)  # packed as they were found
         else:
+            touched.sort(key=_touched_key)  # in key order, as for entries
             database.insert_rows(cursor, table, columns, touched)
         database.executemany(
             cursor,

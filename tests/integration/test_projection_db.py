@@ -99,3 +99,26 @@ def test_binary_rows_round_trip(postgres_url: str) -> None:
         ]
     finally:
         connection.close()
+
+
+def test_posting_lines_round_trip_free_text(postgres_url: str) -> None:
+    from projections.db import copy_text
+    from projections.postings import _POSTING_COLUMNS, _line
+
+    row = ["s", "p", 7, "posted", '[["a","debit",1,"USD"]]', "tab\there\nnew \\ line", "2026-01-02",
+           "Café\t\"x\"", None, '{"k":"v\\\\w"}', True, None, "2026-01-02T00:00:00Z", None, "r",
+           None]  # fmt: skip
+    columns = ", ".join(f"{column} text" for column in _POSTING_COLUMNS)
+    connection = Database(postgres_url).connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"CREATE TEMP TABLE t_postings ({columns})")
+        copy_text(cursor, "t_postings", _POSTING_COLUMNS, [_line(row), _line(row)])
+        copy_text(cursor, "t_postings", _POSTING_COLUMNS, [])
+        cursor.execute("SELECT * FROM t_postings")
+        expected = tuple(
+            None if value is None else "t" if value is True else str(value) for value in row
+        )
+        assert cursor.fetchall() == [expected, expected]
+    finally:
+        connection.close()
