@@ -32,7 +32,7 @@ import msgspec
 from ledger_core import events as ev
 from ledger_core.types import NORMAL_BALANCE
 from projections import feed
-from projections.base import LoggedEvent, Projection
+from projections.base import LoggedEvent, Projection, Writer
 from projections.db import BinaryRows, Cursor, Dialect, copy_binary, pg_array
 
 #: Keys looked up per query when a batch loads its accounts or holds (SQLite allows 32766 bound
@@ -208,7 +208,7 @@ class BalancesProjection(Projection):
     }
     deferred_index_tables: ClassVar[tuple[str, ...]] = ("rm_entries",)
 
-    def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
+    def prepare(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> Writer:
         batch = _Batch(self, cursor)
         batch.load(events)
         handlers = _HANDLERS
@@ -216,7 +216,7 @@ class BalancesProjection(Projection):
             handler = handlers.get(logged.event.__class__)
             if handler is not None:
                 handler(batch, logged)
-        batch.write()
+        return batch.write
 
 
 class _Batch:
@@ -479,8 +479,9 @@ class _Batch:
 
     # Writing -----------------------------------------------------------------------------------
 
-    def write(self) -> None:
-        names, database, cursor = self.projection.table_names, self.database, self.cursor
+    def write(self, cursor: Cursor) -> None:
+        self.cursor = cursor
+        names, database = self.projection.table_names, self.database
         database.insert_rows(
             cursor,
             names["rm_spaces"],

@@ -12,7 +12,7 @@ tables (suffix "") or to a replay's fresh tables (suffix "__replay").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NamedTuple
 from uuid import UUID
@@ -153,6 +153,10 @@ def decode_stored(row: StoredRow) -> Event:
         raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
 
 
+#: Writes a prepared batch's changes through the cursor of the write transaction.
+Writer = Callable[[Cursor], None]
+
+
 class Projection:
     """Base of every projection: a name, its tables (in dependency order for dumps), and
     `apply(cursor, events)`."""
@@ -177,5 +181,13 @@ class Projection:
         """`template` with its `{table}` names bound and placeholders in the dialect's style."""
         return self.dialect.sql(template.format(**self.table_names))
 
-    def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
+    def prepare(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> Writer:
+        """Read what `events` need from the projection's tables and work out their changes;
+        return the function that writes them. On SQLite the reading runs in a read
+        transaction, before the write lock is taken (`projections.tracking`), so two builders
+        or the command side wait for each other only while rows are written."""
         raise NotImplementedError
+
+    def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
+        """Prepare and write `events` through one cursor (one transaction)."""
+        self.prepare(cursor, events)(cursor)

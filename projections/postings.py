@@ -25,7 +25,7 @@ from uuid import UUID
 from ledger_core.store import COMMANDS_TABLE
 from projections import feed
 from projections.balances import ValueCache, encode_entries, encode_metadata
-from projections.base import LoggedEvent, Projection
+from projections.base import LoggedEvent, Projection, Writer
 from projections.db import (
     COPY_ESCAPES,
     NULL,
@@ -99,7 +99,7 @@ class PostingsProjection(Projection):
     }
     deferred_index_tables: ClassVar[tuple[str, ...]] = ("rm_posting_accounts",)
 
-    def apply(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> None:
+    def prepare(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> Writer:
         new_rows: dict[PostingKey, list[Any]] = {}
         #: Rows of rm_posting_accounts: packed for binary COPY on PostgreSQL, tuples on SQLite.
         touched: list[Any] = []
@@ -143,7 +143,9 @@ class PostingsProjection(Projection):
             elif event.__class__ in _STATUS_OF_CLOSER:
                 key = (logged.stream_id, event.posting_id)  # type: ignore[attr-defined]
                 _change(new_rows, updates, key, _STATUS, _STATUS_OF_CLOSER[event.__class__])
-        self._write(cursor, list(new_rows.values()), touched, updates, values)
+        positions = posting_positions(self.database, cursor, list(updates))
+        rows = list(new_rows.values())
+        return lambda write: self._write(write, rows, touched, updates, positions, values)
 
     def _row(self, logged: LoggedEvent, event: feed.Posting, values: ValueCache) -> list[Any]:
         if event.__class__ is feed.PostingDeclined:
@@ -175,10 +177,10 @@ class PostingsProjection(Projection):
         rows: list[list[Any]],
         touched: list[Any],
         updates: dict[PostingKey, list[Any]],
+        positions: dict[PostingKey, int],
         values: ValueCache,
     ) -> None:
         database = self.database
-        positions = posting_positions(database, cursor, list(updates))
         if database.is_postgres:
             copy_text(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, map(_line, rows))
         else:

@@ -28,6 +28,7 @@ from projections.base import (
     EventDecodeFailed,
     LoggedEvent,
     Projection,
+    Writer,
     decode_row,
     read_feed_rows,
 )
@@ -116,6 +117,26 @@ def _decode(projection: Projection, rows: list[Any]) -> list[LoggedEvent]:
         ) from error
 
 
+Work = tuple[Projection, str, int, Sequence[LoggedEvent]]
+
+
+def _prepared(database: Database, connection: Any, work: Sequence[Work]) -> dict[str, Writer]:
+    """SQLite has one writer at a time: each (projection, tracking name, start, events) is
+    prepared (its reads and its Python work) in a read transaction, so that only its rows are
+    written under the write lock. Returns the writers by tracking name, for the projections
+    still at `start` (the write transaction checks again; one that moved is prepared there).
+    On PostgreSQL, where rows are locked and not the database, none: everything happens in
+    the write transaction."""
+    writers: dict[str, Writer] = {}
+    if database.is_postgres:
+        return writers
+    with database.transaction(connection, write=False) as cursor:
+        for projection, name, start, events in work:
+            if tracked_position(database, cursor, name, lock=False) == start:
+                writers[name] = projection.prepare(cursor, events)
+    return writers
+
+
 def _commit_batch(
     database: Database,
     connection: Any,
@@ -124,11 +145,14 @@ def _commit_batch(
     start: int,
     events: list[LoggedEvent],
 ) -> bool:
-    """Apply `events` (all after `start`) in one transaction; False if the position moved."""
+    """Apply `events` (all after `start`) in one transaction; False if the position moved.
+    On SQLite the batch is prepared in a read transaction first (see `_prepared`)."""
+    writers = _prepared(database, connection, [(projection, tracking_name, start, events)])
     with database.transaction(connection) as cursor:
         if tracked_position(database, cursor, tracking_name, lock=True) != start:
             return False
-        projection.apply(cursor, events)
+        writer = writers.get(tracking_name) or projection.prepare(cursor, events)
+        writer(cursor)
         database.execute(
             cursor,
             f"UPDATE {TRACKING_TABLE} SET position = ?, failed_position = NULL, "
@@ -250,15 +274,23 @@ def apply_next_batch_together(
     try:
         with gc_paused():
             events = [decode_row(row) for row in rows]
+            work = [
+                (projection, name, starts.get(name, 0), pending)
+                for projection, name in zip(projections, names, strict=True)
+                if (pending := [e for e in events if e.position > starts.get(name, 0)])
+            ]
+            writers = _prepared(database, connection, work)
             with database.transaction(connection) as write:
                 positions = tracked_positions(database, write, names, lock=True)
                 reached: dict[str, int] = {}
                 for projection, name in zip(projections, names, strict=True):
                     position = positions.get(name, 0)
                     pending = [event for event in events if event.position > position]
-                    if pending:
-                        projection.apply(write, pending)
-                        reached[name] = pending[-1].position
+                    if not pending:
+                        continue
+                    writer = writers.get(name) if position == starts.get(name, 0) else None
+                    (writer or projection.prepare(write, pending))(write)
+                    reached[name] = pending[-1].position
                 _set_positions(database, write, reached)
     except Exception as error:
         if is_transient(error):
