@@ -1,10 +1,12 @@
 """Read routes: the projections' read models (projections.queries.ReadModels), rendered.
 
 The read models are synchronous (SQL), so each read runs in a worker thread, never on the event
-loop. A read honours `Ledger-Min-Position: n`: it first waits (up to the configured bound) until
-the projections applied position n, so a client reads its own writes; past the bound it answers
-503 `position-not-reached` with Retry-After. Query parameters are parsed here, so a bad one is a
-422 `invalid-request` problem like any other refusal.
+loop; GET account, the hottest read, goes through api.account_reader instead (on PostgreSQL,
+concurrent reads of accounts share one statement on an asyncio connection). A read honours
+`Ledger-Min-Position: n`: it first waits (up to the configured bound) until the projections
+applied position n, so a client reads its own writes; past the bound it answers 503
+`position-not-reached` with Retry-After. Query parameters are parsed here, so a bad one is a 422
+`invalid-request` problem like any other refusal.
 """
 
 from __future__ import annotations

@@ -91,8 +91,7 @@ class Services:
 
     async def on_shutdown(self, app: Litestar) -> None:
         if self.account_reader is not None:
-            await self.account_reader.close()
-            self.account_reader = None
+            await self.account_reader.close()  # later reads go through the read models
         self.stop()
 
     async def open_connections(self) -> None:
