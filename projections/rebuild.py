@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import selectors
 import subprocess
@@ -62,6 +63,8 @@ SQLITE_DEFAULT_CHECKPOINT_PAGES: Final = 1000
 #: A rebuild of several projections with at least this many events to apply builds each one in
 #: its own process (starting a process costs about half a second).
 PARALLEL_REBUILD_MIN_EVENTS: Final = 50_000
+#: The environment variable that hands a builder process its database URL.
+BUILDER_URL_VARIABLE: Final = "LEDGER_REPLAY_BUILDER_DATABASE_URL"
 #: How often the parent of parallel builders checks that they are alive while none reports.
 BUILDER_POLL_S: Final = 0.5
 
@@ -227,15 +230,18 @@ def build_in_parallel(
     peaks_kib: list[int] | None = None,
 ) -> int:
     """Like `build`, with each projection's copy built by its own process (`python -m
-    projections.rebuild NAME`; each reads and decodes the log itself): on this 2-core machine
-    two builders and their two database sessions measured 1.5x faster than one builder applying
-    both. Progress is reported as the position every builder has passed. Returns the events
-    that position moved by."""
+    projections.rebuild NAME BATCH`, the URL in its environment; each reads and decodes the log
+    itself): on this 2-core machine two builders and their two database sessions measured 1.5x
+    faster than one builder applying both. Progress is reported as the position every builder
+    has passed. Returns the events that position moved by."""
     builders = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "projections.rebuild", database.url, name, str(batch_size)],
+            [sys.executable, "-m", "projections.rebuild", name, str(batch_size)],
             stdout=subprocess.PIPE,
             text=True,
+            # In the environment, not the arguments: a URL may hold a password, and any user
+            # of the machine can read a process's arguments.
+            env={**os.environ, BUILDER_URL_VARIABLE: database.url},
         )
         for name in names
     }
@@ -484,4 +490,4 @@ def replay(
 
 
 if __name__ == "__main__":  # a builder of `build_in_parallel`
-    _build_alone(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    _build_alone(os.environ[BUILDER_URL_VARIABLE], sys.argv[1], int(sys.argv[2]))
