@@ -270,3 +270,41 @@ def test_a_runner_without_its_tables_says_so(database_url: str) -> None:
             runner.run_until(1, timeout_s=1)
     finally:
         runner.stop()
+
+
+def test_a_batch_prepared_before_another_projector_moved_on_is_not_applied_twice(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a batch is prepared in a read transaction before the write lock is taken.
+    If another projector applies the same events in between, the write transaction sees the
+    positions moved and prepares afresh from there: nothing is doubled."""
+    from projections import tracking
+
+    _record_batches(story, 300, per_batch=100)
+    url = story.runner.database.url
+    database = Database(url)
+    other = ProjectionRunner(url)
+    original = tracking._prepared
+    raced: list[int] = []
+
+    def prepared_then_overtaken(*args: object, **kwargs: object) -> object:
+        writers = original(*args, **kwargs)  # type: ignore[arg-type]
+        if not raced:
+            raced.append(0)  # (the other projector's own call comes through here too)
+            raced[0] = other.step()  # it applies the same batch now
+        return writers
+
+    monkeypatch.setattr(tracking, "_prepared", prepared_then_overtaken)
+    connection = database.connect()
+    try:
+        tracking.apply_next_batch_together(database, connection, story.runner.projections)
+    finally:
+        connection.close()
+        other.stop()
+    monkeypatch.undo()
+    assert raced and raced[0] > 0
+    story.project()
+    assert verify(url).ok
+    incremental = dict(dump_tables(url))
+    replay(url)
+    assert dict(dump_tables(url)) == incremental
