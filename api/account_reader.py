@@ -104,7 +104,7 @@ class AccountReader:
         self._run_in_thread = run_in_thread
         self._database_url = database_url
         self._pool: Any = None
-        self._statement = ""
+        self._query: Callable[[list[tuple[UUID, UUID]]], tuple[str, tuple[str, str]]] | None = None
         self._coalescer: Coalescer[tuple[UUID, UUID], AccountView] | None = None
 
     @property
@@ -118,13 +118,9 @@ class AccountReader:
             return
         from psycopg_pool import AsyncConnectionPool
 
-        from projections.queries import _ACCOUNT_SELECT
+        from projections.queries import accounts_by_keys_query
 
-        self._statement = (
-            _ACCOUNT_SELECT + " JOIN unnest(string_to_array(%s, ',')::uuid[],"
-            " string_to_array(%s, ',')::uuid[]) AS wanted(space, account)"
-            " ON space_id = wanted.space AND account_id = wanted.account"
-        )
+        self._query = accounts_by_keys_query
         self._pool = AsyncConnectionPool(
             psycopg_url(url),
             min_size=ACCOUNT_QUERY_CONNECTIONS,
@@ -152,13 +148,11 @@ class AccountReader:
         return await self._coalescer.get((space_id, account_id))
 
     async def _fetch(self, keys: list[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], AccountView]:
-        # The ids as two comma-separated texts: psycopg dumps a str in C, a list element by
-        # element in Python (PostgreSQL splits and casts them).
-        spaces = ",".join([str(space_id) for space_id, _ in keys])
-        accounts = ",".join([str(account_id) for _, account_id in keys])
+        assert self._query is not None, "open() sets the query with the pool"
+        statement, params = self._query(keys)
         async with self._pool.connection() as connection:
-            cursor = await connection.execute(self._statement, (spaces, accounts))
+            cursor = await connection.execute(statement, params)
             rows = await cursor.fetchall()
-        to_view = self._read_models._account_view
+        to_view = self._read_models.account_view
         views = [to_view(row) for row in rows]
         return {(view.space_id, view.id): view for view in views}

@@ -78,6 +78,26 @@ _ACCOUNT_SELECT: Final = (
     "normal_balance, status, overdraft_limit_minor, metadata, posted_minor, "
     "pending_debits_minor, pending_credits_minor FROM rm_accounts"
 )
+#: PostgreSQL: the accounts named by two comma-separated lists of ids (spaces and accounts, in
+#: pairs), in one statement. Two text parameters: psycopg dumps a str in C but a list element
+#: by element in Python; PostgreSQL splits and casts them.
+_ACCOUNTS_BY_KEYS: Final = (
+    _ACCOUNT_SELECT + " JOIN unnest(string_to_array(%s, ',')::uuid[],"
+    " string_to_array(%s, ',')::uuid[]) AS wanted(space, account)"
+    " ON space_id = wanted.space AND account_id = wanted.account"
+)
+
+
+def accounts_by_keys_query(keys: Sequence[tuple[UUID, UUID]]) -> tuple[str, tuple[str, str]]:
+    """PostgreSQL: the statement and parameters that read the accounts with these (space id,
+    account id) pairs at once (rows for `ReadModels.account_view`; a missing pair gives no
+    row). For callers that run it on their own connections, such as the API's batched reads
+    on asyncio connections."""
+    spaces = ",".join([str(space_id) for space_id, _ in keys])
+    accounts = ",".join([str(account_id) for _, account_id in keys])
+    return _ACCOUNTS_BY_KEYS, (spaces, accounts)
+
+
 _POSTING_COLUMNS: Final = (
     "p.space_id, p.posting_id, p.position, p.status, p.entries, p.description, "
     "p.effective_date, p.merchant, p.category_id, p.metadata, p.pending, p.expires_at, "
@@ -282,6 +302,10 @@ class ReadModels:
         items = [self._account_view(row) for row in rows[:limit]]
         next_cursor = encode_cursor("accounts", items[-1].position) if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
+
+    def account_view(self, row: Sequence[Any]) -> AccountView:
+        """The view of an rm_accounts row selected as `accounts_by_keys_query` selects it."""
+        return self._account_view(row)
 
     def _account_view(self, row: Sequence[Any]) -> AccountView:
         dialect = self.dialect
