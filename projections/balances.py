@@ -14,8 +14,10 @@ hold's effective date and the capture's log position.
 Balance as of a date (`rm_daily_balances`): one row per account and effective date that has
 posted entries, holding that day's posted delta and the closing balance at the end of that day.
 A posting dated `d` adds its amount to the day's delta and to the closing balance of every row
-from `d` on (usually only the newest row; a backdated posting also updates the later days, which
-are bounded by the days with activity, not by the number of postings). Reading the balance at the
+from `d` on. Usually `d` is on or after the account's latest day with a row, so no later row
+exists and the closing balance is known from the account's balance: one upsert per batch. A
+backdated posting also updates the later days (bounded by the days with activity, not by the
+number of postings). Reading the balance at the
 end of any date is then one index seek: the closing balance of the latest row on or before it.
 """
 
@@ -122,6 +124,7 @@ class AccountRow:
         "currency",
         "dirty",
         "is_new",
+        "last_day",
         "metadata",
         "name",
         "normal",
@@ -130,6 +133,7 @@ class AccountRow:
         "pending_debits",
         "position",
         "posted",
+        "posted_at_load",
         "space_id",
         "status",
         "subtype",
@@ -156,6 +160,10 @@ class AccountRow:
         ) = values
         self.is_new = is_new
         self.dirty = is_new
+        #: The posted balance before this batch (the closing balance of its latest day), and
+        #: that day (None: no posted entry yet).
+        self.posted_at_load: int = self.posted
+        self.last_day: str | None = None
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -305,12 +313,15 @@ class _Batch:
             return
         columns = ", ".join("a." + c.strip() for c in _ACCOUNT_COLUMNS.split(",")[2:])
         rows = self._lookup(
-            f"SELECT {self._ids('a.space_id', 'a.account_id')}, {columns} "
+            f"SELECT {self._ids('a.space_id', 'a.account_id')}, {columns}, "
+            "(SELECT max(d.effective_date) FROM {rm_daily_balances} AS d "
+            "WHERE d.space_id = a.space_id AND d.account_id = a.account_id) "
             "FROM {rm_accounts} AS a {{join}} ON a.space_id = k.a AND a.account_id = k.b",
             keys,
         )
         for row in rows:
-            account = AccountRow(row, is_new=False)
+            account = AccountRow(row[:-1], is_new=False)
+            account.last_day = None if row[-1] is None else str(row[-1])
             self.accounts[(account.space_id, account.account_id)] = account
 
     # Applying ----------------------------------------------------------------------------------
@@ -550,23 +561,48 @@ class _Batch:
             )
 
     def _write_daily(self) -> None:
-        """Each (account, day) the batch posted to: make sure the day's row exists (opening at
-        the previous day's closing balance), add the delta to the day, and to the closing
-        balance of that day and every later one."""
+        """Each (account, day) the batch posted to. Usually every such day is on or after the
+        account's latest day with a row: then no later row exists, and each day's closing
+        balance is the balance before the batch plus the batch's amounts dated up to that day,
+        known here, so one upsert writes them. For an account with a backdated day, the general
+        way: make sure the day's row exists (opening at the previous day's closing balance),
+        add the delta to the day, and to the closing balance of that day and every later one."""
         if not self.daily:
             return
-        keys = [(s, a, d, amount) for (s, a, d), amount in sorted(self.daily.items())]
-        if self.database.is_postgres:
-            self._write_daily_postgres(keys)
-            return
+        by_account: dict[Key, list[tuple[str, int]]] = {}
+        for (space, account_id, day), amount in self.daily.items():
+            by_account.setdefault((space, account_id), []).append((day, amount))
+        latest: list[tuple[Any, ...]] = []
+        backdated: list[tuple[Any, Any, Any, int]] = []
+        for key, days in by_account.items():
+            account = self.accounts[key]
+            days.sort()
+            if account.last_day is None or days[0][0] >= account.last_day:
+                closing = account.posted_at_load
+                for day, amount in days:
+                    closing += amount
+                    latest.append((key[0], key[1], day, amount, closing))
+            else:
+                backdated.extend((key[0], key[1], day, amount) for day, amount in days)
         cursor = self.cursor
+        if latest and self.database.is_postgres:
+            columns = [pg_array(column) for column in zip(*latest, strict=True)]
+            cursor.execute(self.projection.statement(_POSTGRES_DAILY_UPSERT), columns)
+        elif latest:
+            cursor.executemany(self.projection.statement(_SQLITE_DAILY_UPSERT), latest)
+        if not backdated:
+            return
+        backdated.sort()
+        if self.database.is_postgres:
+            self._write_daily_postgres(backdated)
+            return
         cursor.executemany(
             self.projection.statement(_SQLITE_DAILY_INSERT),
-            [(s, a, d, s, a, d) for s, a, d, _ in keys],
+            [(s, a, d, s, a, d) for s, a, d, _ in backdated],
         )
         cursor.executemany(
             self.projection.statement(_SQLITE_DAILY_UPDATE),
-            [(d, amount, amount, s, a, d) for s, a, d, amount in keys],
+            [(d, amount, amount, s, a, d) for s, a, d, amount in backdated],
         )
 
     def _write_daily_postgres(self, keys: list[tuple[Any, Any, Any, int]]) -> None:
@@ -616,6 +652,22 @@ _ACCOUNT_CHANGING_COLUMNS: Final = {
     "pending_credits_minor": "int8",
 }
 
+#: A day on or after the account's latest: its delta added, its closing balance set.
+_DAILY_UPSERT_CONFLICT: Final = (
+    "ON CONFLICT (space_id, account_id, effective_date) DO UPDATE SET "
+    "posted_delta_minor = {rm_daily_balances}.posted_delta_minor + excluded.posted_delta_minor, "
+    "closing_posted_minor = excluded.closing_posted_minor"
+)
+_SQLITE_DAILY_UPSERT: Final = (
+    "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
+    "posted_delta_minor, closing_posted_minor) VALUES (?, ?, ?, ?, ?) " + _DAILY_UPSERT_CONFLICT
+)
+_POSTGRES_DAILY_UPSERT: Final = (
+    "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
+    "posted_delta_minor, closing_posted_minor) "
+    "SELECT * FROM unnest(?::uuid[], ?::uuid[], ?::date[], ?::int8[], ?::int8[]) "
+    + _DAILY_UPSERT_CONFLICT
+)
 _SQLITE_DAILY_INSERT: Final = (
     "INSERT INTO {rm_daily_balances} (space_id, account_id, effective_date, "
     "posted_delta_minor, closing_posted_minor) "
