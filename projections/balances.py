@@ -122,6 +122,7 @@ class AccountRow:
         "account_id",
         "code",
         "currency",
+        "described",
         "dirty",
         "is_new",
         "last_day",
@@ -160,6 +161,8 @@ class AccountRow:
         ) = values
         self.is_new = is_new
         self.dirty = is_new
+        #: An event of the batch changed the name, status, limit or metadata.
+        self.described = False
         #: The posted balance before this batch (the closing balance of its latest day), and
         #: that day (None: no posted entry yet).
         self.posted_at_load: int = self.posted
@@ -371,6 +374,7 @@ class _Batch:
     def _account_updated(self, logged: LoggedEvent) -> None:
         event: feed.AccountUpdated = logged.event
         account = self._account(logged, event.account_id)
+        account.described = True
         if event.name is not msgspec.UNSET:
             account.name = event.name
         if event.overdraft_limit_minor is not msgspec.UNSET:
@@ -380,7 +384,9 @@ class _Batch:
 
     def _account_status(self, logged: LoggedEvent) -> None:
         event = logged.event
-        self._account(logged, event.account_id).status = _STATUSES[event.__class__]
+        account = self._account(logged, event.account_id)
+        account.status = _STATUSES[event.__class__]
+        account.described = True
 
     def _posting_recorded(self, logged: LoggedEvent) -> None:
         event: feed.PostingRecorded = logged.event
@@ -511,14 +517,16 @@ class _Batch:
         self._write_daily()
 
     def _write_accounts(self) -> None:
-        new_rows, changed_rows = [], []
+        """New accounts inserted; changed ones updated: only their balances, unless an event of
+        the batch changed what describes them (name, status, limit, metadata)."""
+        new_rows, described_rows, balance_rows = [], [], []
         for account in self.accounts.values():
             if not account.dirty:
                 continue
             if account.is_new:
                 new_rows.append(account.values())
-            else:
-                changed_rows.append(
+            elif account.described:
+                described_rows.append(
                     (
                         account.space_id,
                         account.account_id,
@@ -531,11 +539,26 @@ class _Batch:
                         account.pending_credits,
                     )
                 )
-        table = self.projection.table_names["rm_accounts"]
-        self.database.insert_rows(self.cursor, table, _ACCOUNT_COLUMN_NAMES, new_rows)
-        self.database.update_rows(
-            self.cursor, table, _ACCOUNT_KEYS, _ACCOUNT_CHANGING_COLUMNS, changed_rows
+            else:
+                balance_rows.append(
+                    (
+                        account.space_id,
+                        account.account_id,
+                        account.posted,
+                        account.pending_debits,
+                        account.pending_credits,
+                    )
+                )
+        table, database, cursor = (
+            self.projection.table_names["rm_accounts"],
+            self.database,
+            self.cursor,
         )
+        database.insert_rows(cursor, table, _ACCOUNT_COLUMN_NAMES, new_rows)
+        database.update_rows(
+            cursor, table, _ACCOUNT_KEYS, _ACCOUNT_CHANGING_COLUMNS, described_rows
+        )
+        database.update_rows(cursor, table, _ACCOUNT_KEYS, _ACCOUNT_BALANCE_COLUMNS, balance_rows)
 
     def _write_holds(self) -> None:
         database = self.database
@@ -641,6 +664,12 @@ def _entry_layout(direction_length: int, currency_length: int) -> struct.Struct:
 
 _ACCOUNT_COLUMN_NAMES: Final = tuple(column.strip() for column in _ACCOUNT_COLUMNS.split(","))
 _ACCOUNT_KEYS: Final = {"space_id": "uuid", "account_id": "uuid"}
+#: What postings change on an account (PostgreSQL types for bulk updates).
+_ACCOUNT_BALANCE_COLUMNS: Final = {
+    "posted_minor": "int8",
+    "pending_debits_minor": "int8",
+    "pending_credits_minor": "int8",
+}
 #: What events change on an account after it is opened (PostgreSQL types for bulk updates).
 _ACCOUNT_CHANGING_COLUMNS: Final = {
     "name": "text",
