@@ -281,6 +281,10 @@ class ProjectionRunner:
                 try:
                     if connection is None:
                         connection = self.database.connect()
+                        # A batch's rows and position commit together, so a server crash
+                        # can only lose whole batches, which are applied again: the commit
+                        # need not wait for its WAL to reach the disk.
+                        connection.execute("SET synchronous_commit = off")
                         ensure_tracking_row(self.database, connection, projection.name)
                     seen = self._notifications
                     applied = apply_next_batch(
