@@ -67,36 +67,47 @@ class EventDecodeFailed(Exception):
         self.reason = reason
 
 
-def _upper_bound(until: int | None) -> str:
-    """The upper bound of a PostgreSQL read, only when there is one: with `<= 2^63-1` and no
-    statistics yet (a log just loaded), the planner estimated a few rows, chose a bitmap scan
-    and sorted everything after `after` for every batch (quadratic in the log's length)."""
-    return "" if until is None else " AND notification_id <= %s"
-
-
-def _bound_parameter(until: int | None) -> tuple[int, ...]:
-    return () if until is None else (until,)
+def _select_events(
+    database: Database,
+    cursor: Cursor,
+    columns: tuple[str, str],
+    after: int,
+    limit: int,
+    until: int | None,
+) -> list[Any]:
+    """Rows of `columns` (PostgreSQL's, SQLite's) of up to `limit` events with `after` <
+    position <= `until`, in position order. On PostgreSQL the upper bound is sent only when
+    there is one: with `<= 2^63-1` and no statistics yet (a log just loaded), the planner
+    estimated a few rows, chose a bitmap scan and sorted everything after `after` for every
+    batch (quadratic in the log's length). Rows come in binary (bytea as bytes, not hex)."""
+    if database.is_postgres:
+        bound, bound_params = (
+            ("", ()) if until is None else (" AND notification_id <= %s", (until,))
+        )
+        cursor.execute(
+            f"SELECT notification_id, {columns[0]} FROM {EVENTS_TABLE} "
+            f"WHERE notification_id > %s{bound} ORDER BY notification_id LIMIT %s",
+            (after, *bound_params, limit),
+            binary=True,
+        )  # type: ignore[call-arg]
+    else:
+        cursor.execute(
+            f"SELECT rowid, {columns[1]} FROM {EVENTS_TABLE} "
+            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+            (after, until if until is not None else 2**63 - 1, limit),
+        )
+    return cursor.fetchall()
 
 
 def read_rows(
     database: Database, cursor: Cursor, after: int, limit: int, until: int | None = None
 ) -> list[StoredRow]:
     """Up to `limit` event rows with `after` < position <= `until`, in position order."""
-    bound = until if until is not None else 2**63 - 1
+    columns = "originator_id, originator_version, topic, state"
+    rows = _select_events(database, cursor, (columns, columns), after, limit, until)
     if database.is_postgres:
-        cursor.execute(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > %s{_upper_bound(until)} "
-            "ORDER BY notification_id LIMIT %s",
-            (after, *_bound_parameter(until), limit),
-        )
-        return [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
-    cursor.execute(
-        "SELECT rowid, originator_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
-        (after, bound, limit),
-    )
-    return [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in cursor.fetchall()]
+        return [StoredRow(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+    return [StoredRow(r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
 
 
 def head_position(database: Database, cursor: Cursor) -> int:
@@ -111,29 +122,18 @@ def read_feed_rows(
     database: Database, cursor: Cursor, after: int, limit: int, until: int | None = None
 ) -> list[FeedRow]:
     """Like `read_rows`, for the projections: the stream id as canonical UUID text."""
-    bound = until if until is not None else 2**63 - 1
+    columns = ("originator_id::text, topic, state", "originator_id, topic, state")
+    rows = _select_events(database, cursor, columns, after, limit, until)
     if database.is_postgres:
-        cursor.execute(
-            "SELECT notification_id, originator_id::text, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE notification_id > %s{_upper_bound(until)} "
-            "ORDER BY notification_id LIMIT %s",
-            (after, *_bound_parameter(until), limit),
-            binary=True,  # bytea as bytes, not as hex text to decode
-        )  # type: ignore[call-arg]
-        return [FeedRow(r[0], r[1], r[2], r[3]) for r in cursor.fetchall()]
-    cursor.execute(
-        "SELECT rowid, originator_id, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
-        (after, bound, limit),
-    )
+        return [FeedRow(r[0], r[1], r[2], r[3]) for r in rows]
     streams: dict[str, str] = {}
-    rows = []
-    for position, stored_id, topic, state in cursor.fetchall():
+    found = []
+    for position, stored_id, topic, state in rows:
         stream_id = streams.get(stored_id)
         if stream_id is None:
             stream_id = streams[stored_id] = str(UUID(stored_id))
-        rows.append(FeedRow(position, stream_id, topic, state))
-    return rows
+        found.append(FeedRow(position, stream_id, topic, state))
+    return found
 
 
 def decode_row(row: FeedRow) -> LoggedEvent:
