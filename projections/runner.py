@@ -250,71 +250,85 @@ class ProjectionRunner:
         )
         return int(cursor.fetchone()[0])
 
-    def _run_together(self) -> None:
-        """SQLite's thread: `step` (all projections, one transaction per batch) until stopped,
-        polling when there is nothing new."""
+    def _keep_going(
+        self, what: str, iteration: Callable[[], bool], reset: Callable[[], None]
+    ) -> None:
+        """Run `iteration` until it returns False or the runner stops. A transient database
+        error calls `reset` (drop the connections) and retries after a growing back-off; any
+        other error stops this thread and is kept as `fatal_error`."""
         delay = RECONNECT_FIRST_DELAY_S
         while not self._stop.is_set():
             try:
-                if self.step() == 0:
-                    self._stop.wait(SQLITE_POLL_INTERVAL_S)
+                if not iteration():
+                    return
                 delay = RECONNECT_FIRST_DELAY_S
             except Exception as error:
                 if not is_transient(error):
-                    logger.exception("projection runner stopped by an unexpected error")
+                    logger.exception("%s stopped by an unexpected error", what)
                     self.fatal_error = error
-                    break
+                    return
                 logger.warning("database unavailable (%s); reconnecting in %.2fs", error, delay)
-                self._connection = _closed(self._connection)
+                reset()
                 self._stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-        self._connection = _closed(self._connection)
+
+    def _run_together(self) -> None:
+        """SQLite's thread: `step` (all projections, one transaction per batch) until stopped,
+        polling when there is nothing new."""
+
+        def iteration() -> bool:
+            if self.step() == 0:
+                self._stop.wait(SQLITE_POLL_INTERVAL_S)
+            return True
+
+        def reset() -> None:
+            self._connection = _closed(self._connection)
+
+        try:
+            self._keep_going("the projection runner", iteration, reset)
+        finally:
+            reset()
 
     def _run_projection(self, projection: Projection) -> None:
         """One projection's thread: apply batches until there is nothing new, then wait for a
         notification (PostgreSQL) or the poll interval; reconnect with back-off when the
         database goes away; stop at a failing event (the other projections go on)."""
-        delay = RECONNECT_FIRST_DELAY_S
-        connection: Any = None
+        held: list[Any] = [None]  # this thread's connection
+
+        def iteration() -> bool:
+            if held[0] is None:
+                connection = self.database.connect()
+                # A batch's rows and position commit together, so a server crash can only
+                # lose whole batches, which are applied again: the commit need not wait for
+                # its WAL to reach the disk.
+                connection.execute("SET synchronous_commit = off")
+                ensure_tracking_row(self.database, connection, projection.name)
+                held[0] = connection
+            seen = self._notifications
+            try:
+                applied = apply_next_batch(
+                    self.database, held[0], projection, limit=self.batch_size
+                )
+            except ProjectionFailed as error:
+                self.failures[error.failure.projection] = error.failure
+                logger.error("%s; it stops here until fixed and restarted", error.failure)
+                return False
+            if applied and self.on_commit is not None:
+                position = tracked_position(
+                    self.database, held[0].cursor(), projection.name, lock=False
+                )
+                self.on_commit(projection.name, position or 0)
+            if not applied:
+                self._wait_for_news(seen)
+            return True
+
+        def reset() -> None:
+            held[0] = _closed(held[0])
+
         try:
-            while not self._stop.is_set():
-                try:
-                    if connection is None:
-                        connection = self.database.connect()
-                        # A batch's rows and position commit together, so a server crash
-                        # can only lose whole batches, which are applied again: the commit
-                        # need not wait for its WAL to reach the disk.
-                        connection.execute("SET synchronous_commit = off")
-                        ensure_tracking_row(self.database, connection, projection.name)
-                    seen = self._notifications
-                    applied = apply_next_batch(
-                        self.database, connection, projection, limit=self.batch_size
-                    )
-                    if applied and self.on_commit is not None:
-                        position = tracked_position(
-                            self.database, connection.cursor(), projection.name, lock=False
-                        )
-                        self.on_commit(projection.name, position or 0)
-                    if not applied:
-                        self._wait_for_news(seen)
-                    delay = RECONNECT_FIRST_DELAY_S
-                except ProjectionFailed as error:
-                    self.failures[error.failure.projection] = error.failure
-                    logger.error("%s; it stops here until fixed and restarted", error.failure)
-                    return
-                except Exception as error:
-                    if not is_transient(error):
-                        logger.exception(
-                            "projection %s stopped by an unexpected error", projection.name
-                        )
-                        self.fatal_error = error
-                        return
-                    logger.warning("database unavailable (%s); reconnecting in %.2fs", error, delay)
-                    connection = _closed(connection)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+            self._keep_going(f"projection {projection.name}", iteration, reset)
         finally:
-            _closed(connection)
+            reset()
 
     def _wait_for_news(self, seen: int) -> None:
         """Until a notification newer than `seen` (PostgreSQL) or the poll interval."""
@@ -329,25 +343,22 @@ class ProjectionRunner:
 
     def _listen(self) -> None:
         """PostgreSQL: LISTEN on the event store's channel and wake the projection threads at
-        each notification (all the notifications already queued count as one wake-up)."""
-        delay = RECONNECT_FIRST_DELAY_S
-        while not self._stop.is_set() and self.running:
-            try:
-                if self._listener is None:
-                    self._listener = self.database.connect()
-                    self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._notify_projections()  # whatever was missed while not listening
-                for _ in self._listener.notifies(timeout=POSTGRES_POLL_INTERVAL_S, stop_after=1):
-                    self._notify_projections()
-                delay = RECONNECT_FIRST_DELAY_S
-            except Exception as error:
-                if not is_transient(error):
-                    logger.exception("the projections' listener stopped")
-                    self.fatal_error = error
-                    return
-                self._listener = _closed(self._listener)
-                self._stop.wait(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+        each notification (all the notifications already queued count as one wake-up); ends
+        when no projection thread runs any more."""
+
+        def iteration() -> bool:
+            if self._listener is None:
+                self._listener = self.database.connect()
+                self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self._notify_projections()  # whatever was missed while not listening
+            for _ in self._listener.notifies(timeout=POSTGRES_POLL_INTERVAL_S, stop_after=1):
+                self._notify_projections()
+            return self.running
+
+        def reset() -> None:
+            self._listener = _closed(self._listener)
+
+        self._keep_going("the projections' listener", iteration, reset)
 
     def _notify_projections(self) -> None:
         with self._wake:
