@@ -473,7 +473,11 @@ def replay(
         if on_start is not None:
             on_start(resumed_at, head)
         if parallel is None:
-            parallel = len(copies) > 1 and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
+            parallel = (
+                len(copies) > 1
+                and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
+                and sys.platform != "win32"  # the builders' pipes are watched with selectors
+            )
         if parallel:
             applied = build_in_parallel(
                 database,

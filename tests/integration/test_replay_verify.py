@@ -123,6 +123,21 @@ def test_parallel_builders_give_the_same_tables_and_resume(story: Story) -> None
     assert _dumps(url) == together
 
 
+@pytest.mark.parametrize(("threshold_offset", "parallel"), [(0, True), (1, False)])
+def test_builders_start_at_the_threshold_of_events_to_apply(
+    story: Story, monkeypatch: pytest.MonkeyPatch, threshold_offset: int, parallel: bool
+) -> None:
+    """PARALLEL_REBUILD_MIN_EVENTS: at the edge each projection gets its own builder (they
+    report their memory), one event past it the single pass runs here."""
+    from projections import rebuild
+
+    url = story.runner.database.url
+    monkeypatch.setattr(rebuild, "PARALLEL_REBUILD_MIN_EVENTS", story.position + threshold_offset)
+    result = replay(url)
+    assert bool(result.builder_peak_rss_kib) is parallel
+    assert result.events == story.position
+
+
 def test_a_parallel_builder_that_fails_says_which_event(story: Story) -> None:
     url = story.runner.database.url
     database = Database(url)
