@@ -141,24 +141,25 @@ class AccountRow:
         "type",
     )
 
+    space_id: Any
+    account_id: Any
+    position: int
+    name: str
+    type: str
+    subtype: str
+    currency: str
+    code: str | None
+    normal: str
+    status: str
+    overdraft_limit: int | None
+    metadata: str
+    posted: int
+    pending_debits: int
+    pending_credits: int
+
     def __init__(self, values: Sequence[Any], *, is_new: bool) -> None:
-        (
-            self.space_id,
-            self.account_id,
-            self.position,
-            self.name,
-            self.type,
-            self.subtype,
-            self.currency,
-            self.code,
-            self.normal,
-            self.status,
-            self.overdraft_limit,
-            self.metadata,
-            self.posted,
-            self.pending_debits,
-            self.pending_credits,
-        ) = values
+        for name, value in zip(_ACCOUNT_ROW_FIELDS, values, strict=True):
+            setattr(self, name, value)
         self.is_new = is_new
         self.dirty = is_new
         #: An event of the batch changed the name, status, limit or metadata.
@@ -169,23 +170,29 @@ class AccountRow:
         self.last_day: str | None = None
 
     def values(self) -> tuple[Any, ...]:
-        return (
-            self.space_id,
-            self.account_id,
-            self.position,
-            self.name,
-            self.type,
-            self.subtype,
-            self.currency,
-            self.code,
-            self.normal,
-            self.status,
-            self.overdraft_limit,
-            self.metadata,
-            self.posted,
-            self.pending_debits,
-            self.pending_credits,
-        )
+        """The row's values in `_ACCOUNT_COLUMNS` order."""
+        return _account_row_values(self)  # type: ignore[no-any-return]
+
+
+#: AccountRow's attributes for the columns of `_ACCOUNT_COLUMNS`, in their order.
+_ACCOUNT_ROW_FIELDS: Final = (
+    "space_id",
+    "account_id",
+    "position",
+    "name",
+    "type",
+    "subtype",
+    "currency",
+    "code",
+    "normal",
+    "status",
+    "overdraft_limit",
+    "metadata",
+    "posted",
+    "pending_debits",
+    "pending_credits",
+)
+_account_row_values = operator.attrgetter(*_ACCOUNT_ROW_FIELDS)
 
 
 class Hold:
