@@ -7,7 +7,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from ledger_core.store import AppendBatch, AppendConflict, CommandRow, open_store
+from ledger_core.store import AppendBatch, AppendConflict, CommandRow, PostingUpdate, open_store
 
 
 def _event(stream, version, topic="PostingRecorded/v1", state=b"{}"):
@@ -69,5 +69,65 @@ def test_command_id_is_unique_forever(database_url: str) -> None:
             store.append(AppendBatch(command_rows=[again]))
         found = store.command_rows(scope, [row_id])
         assert found[row_id].fingerprint == b"f"
+    finally:
+        store.close()
+
+
+def test_one_append_writes_events_command_rows_and_posting_updates_together(
+    database_url: str,
+) -> None:
+    """The command rows of a batch take their events' positions, and the batch's posting
+    updates land in the same append; a conflicting append applies none of its updates."""
+    store = open_store(database_url)
+    try:
+        stream, scope = uuid4(), uuid4()
+        held, later = uuid4(), uuid4()
+        hold = CommandRow(
+            scope_id=scope, id=held, idempotency_key="hold", event_index=0,
+            posting_status="pending", posting_version=1,
+        )  # fmt: skip
+        store.append(AppendBatch(events=[_event(stream, 1)], command_rows=[hold]))
+        posted = CommandRow(
+            scope_id=scope, id=later, idempotency_key="post", event_index=1,
+            posting_status="posted", posting_version=3,
+        )  # fmt: skip
+        refused = CommandRow(scope_id=scope, id=uuid4(), idempotency_key="no", outcome=b"{}")
+        update = PostingUpdate(
+            space_id=scope, posting_id=held, posting_status="posted", posting_version=3
+        )
+        positions = store.append(
+            AppendBatch(
+                events=[_event(stream, 2), _event(stream, 3)],
+                command_rows=[posted, refused],
+                posting_updates=[update],
+            )
+        )
+        rows = store.command_rows(scope, [held, later, refused.id])
+        assert rows[later].position == positions[1]
+        assert rows[refused.id].position is None
+        assert (rows[held].posting_status, rows[held].posting_version) == ("posted", 3)
+
+        void = PostingUpdate(space_id=scope, posting_id=held, posting_status="voided")
+        with pytest.raises(AppendConflict):
+            store.append(AppendBatch(events=[_event(stream, 3)], posting_updates=[void]))
+        assert store.command_rows(scope, [held])[held].posting_status == "posted"
+    finally:
+        store.close()
+
+
+def test_an_append_notifies_listeners_on_postgres(database_url: str) -> None:
+    """`ledger project` is woken by the NOTIFY of each append (PostgreSQL only)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite readers poll")
+    import psycopg
+
+    store = open_store(database_url)
+    try:
+        with psycopg.connect(database_url, autocommit=True) as listener:
+            listener.execute(f"LISTEN {store.channel_name}")
+            store.append(AppendBatch(events=[_event(uuid4(), 1)]))
+            assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [
+                store.channel_name
+            ]
     finally:
         store.close()
