@@ -298,10 +298,6 @@ class ProjectionRunner:
         def iteration() -> bool:
             if held[0] is None:
                 connection = self.database.connect()
-                # A batch's rows and position commit together, so a server crash can only
-                # lose whole batches, which are applied again: the commit need not wait for
-                # its WAL to reach the disk.
-                connection.execute("SET synchronous_commit = off")
                 ensure_tracking_row(self.database, connection, projection.name)
                 held[0] = connection
             seen = self._notifications
