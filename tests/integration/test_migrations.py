@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from api.cli import main
-from ledger_core.store import open_store
+from ledger_core.store import APPEND_FUNCTION, open_store
 from migrations import apply_migrations, migration_ids, yoyo_url
 from projections.db import Database
 
@@ -65,6 +65,17 @@ def test_the_commands_table_comes_from_the_migrations(database_url: str) -> None
     # The core's store opens on the migrated database and adds only the event store's tables.
     store = open_store(database_url)
     store.close()
+
+
+def test_the_append_function_comes_from_the_migrations_on_postgres(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server-side functions; its append is in-process")
+    import psycopg
+
+    apply_migrations(database_url)
+    with psycopg.connect(database_url) as connection:
+        found = connection.execute("SELECT to_regproc(%s)::text", (APPEND_FUNCTION,)).fetchone()
+    assert found == (APPEND_FUNCTION,)
 
 
 def test_the_database_refuses_a_non_positive_amount(database_url: str) -> None:
