@@ -67,13 +67,12 @@ def test_the_commands_table_comes_from_the_migrations(database_url: str) -> None
     store.close()
 
 
-def test_the_append_function_comes_from_the_migrations_on_postgres(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server-side functions; its append is in-process")
+def test_the_append_function_comes_from_the_migrations_on_postgres(postgres_url: str) -> None:
+    """PostgreSQL only: SQLite has no server-side functions (its append is in-process)."""
     import psycopg
 
-    apply_migrations(database_url)
-    with psycopg.connect(database_url) as connection:
+    apply_migrations(postgres_url)
+    with psycopg.connect(postgres_url) as connection:
         found = connection.execute("SELECT to_regproc(%s)::text", (APPEND_FUNCTION,)).fetchone()
     assert found == (APPEND_FUNCTION,)
 
