@@ -188,12 +188,13 @@ CREATE TABLE IF NOT EXISTS {COMMANDS_TABLE} (
 )
 """
 
-#: The append of a batch with events, as one server-side function: the table lock, the
-#: notification, the events-and-commands insert and the posting updates run in the implicit
-#: transaction of ONE statement, so an append is one round trip. (As a pipeline of five
+#: The append of a batch, as one server-side function: the table lock and the notification (when
+#: the batch has events), the events-and-commands insert and the posting updates run in the
+#: implicit transaction of ONE statement, so an append is one round trip. (As a pipeline of five
 #: statements it waited on the socket about 12 times per batch, and in the API's process each
 #: wait gave the GIL away: the appends took ~4 ms where the database needed ~0.5.)
-#: Every argument is an array; the function returns each event's position.
+#: Every argument is an array; the function returns each event's position. A command row takes
+#: its event's position, or the one it brings (`c_position`) if it has no event.
 APPEND_FUNCTION: Final = "ledger_append_batch"
 #: The channel the append notifies: eventsourcing's name for it (the events table's name), which
 #: `ledger project` listens on.
@@ -204,13 +205,15 @@ CREATE OR REPLACE FUNCTION {APPEND_FUNCTION}(
     e_stream uuid[], e_version int8[], e_topic text[], e_state bytea[],
     c_scope uuid[], c_id uuid[], c_key text[], c_fingerprint bytea[], c_outcome bytea[],
     c_status text[], c_posting_version int8[], c_reversed_by uuid[],
-    c_event_stream uuid[], c_event_version int8[],
+    c_event_stream uuid[], c_event_version int8[], c_position int8[],
     u_scope uuid[], u_id uuid[], u_status text[], u_posting_version int8[], u_reversed_by uuid[]
 ) RETURNS TABLE (out_stream uuid, out_version int8, out_position int8)
 LANGUAGE plpgsql AS $body$
 BEGIN
-    LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
-    PERFORM pg_notify('{EVENTS_CHANNEL}', '');
+    IF cardinality(e_stream) > 0 THEN
+        LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+        PERFORM pg_notify('{EVENTS_CHANNEL}', '');
+    END IF;
     RETURN QUERY
     WITH inserted AS (
         INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
@@ -220,11 +223,12 @@ BEGIN
         INSERT INTO {COMMANDS_TABLE} (scope_id, id, idempotency_key, fingerprint, outcome,
             position, posting_status, posting_version, reversed_by)
         SELECT c.scope_id, c.id, c.idempotency_key, c.fingerprint, c.outcome,
-            i.notification_id, c.posting_status, c.posting_version, c.reversed_by
+            coalesce(i.notification_id, c.position), c.posting_status, c.posting_version,
+            c.reversed_by
         FROM unnest(c_scope, c_id, c_key, c_fingerprint, c_outcome, c_status,
-            c_posting_version, c_reversed_by, c_event_stream, c_event_version)
+            c_posting_version, c_reversed_by, c_event_stream, c_event_version, c_position)
             AS c(scope_id, id, idempotency_key, fingerprint, outcome, posting_status,
-                posting_version, reversed_by, event_stream, event_version)
+                posting_version, reversed_by, event_stream, event_version, position)
         LEFT JOIN inserted AS i
             ON i.originator_id = c.event_stream AND i.originator_version = c.event_version
     )
@@ -246,26 +250,9 @@ $body$
 _PG_APPEND_CALL = (
     f"SELECT * FROM {APPEND_FUNCTION}(%b::uuid[], %b::int8[], %b::text[], %b::bytea[], "
     "%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::text[], %b::int8[], "
-    "%b::uuid[], %b::uuid[], %b::int8[], "
+    "%b::uuid[], %b::uuid[], %b::int8[], %b::int8[], "
     "%b::uuid[], %b::uuid[], %b::text[], %b::int8[], %b::uuid[])"
 )
-
-_PG_INSERT_COMMANDS = f"""
-INSERT INTO {COMMANDS_TABLE} (scope_id, id, idempotency_key, fingerprint, outcome, position,
-    posting_status, posting_version, reversed_by)
-SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::int8[],
-    %b::text[], %b::int8[], %b::uuid[])
-"""
-
-_PG_UPDATE_POSTINGS = f"""
-UPDATE {COMMANDS_TABLE} AS c SET
-    posting_status = coalesce(u.posting_status, c.posting_status),
-    posting_version = coalesce(u.posting_version, c.posting_version),
-    reversed_by = coalesce(u.reversed_by, c.reversed_by)
-FROM unnest(%b::uuid[], %b::uuid[], %b::text[], %b::int8[], %b::uuid[])
-    AS u(scope_id, id, posting_status, posting_version, reversed_by)
-WHERE c.scope_id = u.scope_id AND c.id = u.id
-"""
 
 _COMMAND_COLUMNS = (
     "scope_id, id, idempotency_key, fingerprint, outcome, position, posting_status, "
@@ -369,29 +356,23 @@ class PostgresLedgerStore(LedgerStore):
         return connection
 
     def append(self, batch: AppendBatch) -> list[int]:
-        """Write the batch atomically. With events: one statement, the append function (see
-        `APPEND_FUNCTION`). Without (command rows or posting updates only, which are rare):
-        one pipelined transaction."""
+        """Write the batch atomically, in one statement: the append function (see
+        `APPEND_FUNCTION`)."""
         try:
-            connection = self._writer_connection()
-            if batch.events:
-                returned = connection.execute(
+            returned = (
+                self._writer_connection()
+                .execute(
                     _PG_APPEND_CALL,
                     (*_events_and_commands(batch), *_posting_updates(batch.posting_updates)),
-                ).fetchall()
-                return _positions(batch, returned)
-            with connection.pipeline(), connection.transaction():
-                cursor = connection.cursor()
-                if batch.command_rows:
-                    cursor.execute(_PG_INSERT_COMMANDS, _commands_only(batch.command_rows))
-                if batch.posting_updates:
-                    cursor.execute(_PG_UPDATE_POSTINGS, _posting_updates(batch.posting_updates))
+                )
+                .fetchall()
+            )
         except psycopg.IntegrityError as error:
             raise AppendConflict(str(error)) from error
         except psycopg.Error as error:
             self._close_append_connection()
             raise StoreUnavailable(str(error)) from error
-        return []
+        return _positions(batch, returned)
 
     def _close_append_connection(self) -> None:
         connection, self._append_connection = self._append_connection, None
@@ -454,20 +435,7 @@ def _events_and_commands(batch: AppendBatch) -> tuple[list[Any], ...]:
         [r.reversed_by for r in rows],
         event_streams,
         event_versions,
-    )
-
-
-def _commands_only(rows: list[CommandRow]) -> tuple[list[Any], ...]:
-    return (
-        [r.scope_id for r in rows],
-        [r.id for r in rows],
-        [r.idempotency_key for r in rows],
-        [r.fingerprint for r in rows],
-        [r.outcome for r in rows],
         [r.position for r in rows],
-        [r.posting_status for r in rows],
-        [r.posting_version for r in rows],
-        [r.reversed_by for r in rows],
     )
 
 

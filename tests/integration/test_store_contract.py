@@ -115,6 +115,26 @@ def test_one_append_writes_events_command_rows_and_posting_updates_together(
         store.close()
 
 
+def test_an_append_without_events_keeps_the_positions_its_rows_bring(database_url: str) -> None:
+    """Command rows and posting updates alone (a refusal answered again, say): a row without an
+    event keeps the position it brings."""
+    store = open_store(database_url)
+    try:
+        scope, posting = uuid4(), uuid4()
+        first = CommandRow(
+            scope_id=scope, id=posting, idempotency_key="a", posting_status="pending"
+        )
+        store.append(AppendBatch(command_rows=[first]))
+        second = CommandRow(scope_id=scope, id=uuid4(), idempotency_key="b", position=42)
+        update = PostingUpdate(space_id=scope, posting_id=posting, posting_status="voided")
+        assert store.append(AppendBatch(command_rows=[second], posting_updates=[update])) == []
+        rows = store.command_rows(scope, [posting, second.id])
+        assert rows[second.id].position == 42
+        assert rows[posting].posting_status == "voided"
+    finally:
+        store.close()
+
+
 def test_an_append_notifies_listeners_on_postgres(postgres_url: str) -> None:
     """`ledger project` is woken by the NOTIFY of each append (PostgreSQL only: on SQLite the
     projections poll)."""
@@ -124,6 +144,9 @@ def test_an_append_notifies_listeners_on_postgres(postgres_url: str) -> None:
     try:
         with psycopg.connect(postgres_url, autocommit=True) as listener:
             listener.execute(f"LISTEN {store.channel_name}")
+            row = CommandRow(scope_id=uuid4(), id=uuid4(), idempotency_key="k")
+            store.append(AppendBatch(command_rows=[row]))  # no event: nothing to wake for
+            assert list(listener.notifies(timeout=0.2, stop_after=1)) == []
             store.append(AppendBatch(events=[_event(uuid4(), 1)]))
             assert [n.channel for n in listener.notifies(timeout=5, stop_after=1)] == [
                 store.channel_name
