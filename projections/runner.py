@@ -8,7 +8,9 @@ look every `POSTGRES_POLL_INTERVAL_S` anyway in case a notification is lost; a d
 connection is reopened with a growing back-off. SQLite has no notifications: the threads poll
 every `SQLITE_POLL_INTERVAL_S`.
 
-Each projection is applied batch by batch with exactly-once effect (`projections.tracking`). A
+Each projection is applied batch by batch with exactly-once effect (`projections.tracking`); under
+load, batches that apply events start at least `MIN_BATCH_INTERVAL_S` apart, so what is recorded
+meanwhile is applied together (an idle projection applies new events at once). A
 projection that fails on an event stops (the others go on), logs the event's position and topic
 and the reason, exposes it as `failure`, and starts again at that same event when the runner is
 restarted: it never skips an event.
