@@ -49,8 +49,6 @@ POSTGRES_POLL_INTERVAL_S: Final = 0.5
 #: Back-off after a lost or refused connection: first wait and the longest wait.
 RECONNECT_FIRST_DELAY_S: Final = 0.05
 RECONNECT_MAX_DELAY_S: Final = 2.0
-#: The PostgreSQL channel the event store notifies on every append.
-NOTIFY_CHANNEL: Final = EVENTS_CHANNEL
 #: Under load, the least time from the start of one batch that applied events to the start of
 #: the next, per projection: what is recorded meanwhile is applied together. A batch costs a
 #: dozen statements and a commit whatever its size, and under single postings the writer
@@ -361,7 +359,7 @@ class ProjectionRunner:
         def iteration() -> bool:
             if self._listener is None:
                 self._listener = self.database.connect()
-                self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self._listener.execute(f"LISTEN {EVENTS_CHANNEL}")
                 self._notify_projections()  # whatever was missed while not listening
             for _ in self._listener.notifies(timeout=POSTGRES_POLL_INTERVAL_S, stop_after=1):
                 self._notify_projections()
