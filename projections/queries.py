@@ -67,6 +67,9 @@ WAIT_FIRST_INTERVAL_S: Final = 0.001
 WAIT_MAX_INTERVAL_S: Final = 0.05
 #: The longest a cursor string may be (a real one is under 100 characters).
 MAX_CURSOR_LENGTH: Final = 200
+#: The largest sort key a cursor may hold: log positions and legs are 64-bit signed integers in
+#: both databases, so a larger key cannot name an item (SQLite would refuse to bind it).
+MAX_CURSOR_KEY: Final = 2**63 - 1
 #: PostgreSQL connections a `ReadModels` keeps at most.
 READ_POOL_MAX_CONNECTIONS: Final = 8
 
@@ -130,7 +133,7 @@ def decode_cursor(cursor: str, kind: str, key_count: int) -> tuple[int, ...]:
         not decoded
         or decoded[0] != kind
         or len(keys) != key_count
-        or not all(isinstance(key, int) and key >= 0 for key in keys)
+        or not all(isinstance(key, int) and 0 <= key <= MAX_CURSOR_KEY for key in keys)
     ):
         raise InvalidRequest("cursor is not valid for this list", field="cursor")
     return tuple(int(key) for key in keys)

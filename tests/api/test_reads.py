@@ -10,6 +10,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.limits import MAX_PAGE_LIMIT
+from projections.queries import encode_cursor
 from tests.api.conftest import Api, Book, settings_for
 from tests.api.test_commands import problem_of
 
@@ -116,6 +117,11 @@ def test_page_limits_and_bad_parameters(api: Api, book: Book) -> None:
         problem_of(api.get(accounts, limit=bad), 422, "invalid-request")
     problem_of(api.get(accounts, cursor="garbage"), 422, "invalid-request")
     problem_of(api.get(accounts, cursor="x" * 600), 422, "invalid-request")
+    # A forged cursor with a key past 64 bits (SQLite cannot bind it) is refused, never a 500.
+    problem_of(api.get(accounts, cursor=encode_cursor("accounts", 2**63)), 422, "invalid-request")
+    problem_of(
+        api.get(book.postings, cursor=encode_cursor("postings", 10**30)), 422, "invalid-request"
+    )
     problem_of(api.get(accounts, type="plant"), 422, "invalid-request")
     problem_of(api.get(book.postings, status="lost"), 422, "invalid-request")
     problem_of(api.get(book.postings, account_id="nope"), 422, "invalid-request")

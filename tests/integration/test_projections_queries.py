@@ -26,6 +26,7 @@ from ledger_core.ledger import Ledger
 from migrations import apply_migrations
 from projections.queries import (
     DEFAULT_PAGE_LIMIT,
+    MAX_CURSOR_KEY,
     MAX_PAGE_LIMIT,
     ReadModels,
     encode_cursor,
@@ -365,6 +366,19 @@ def test_page_limits_and_cursors_are_checked(story: Story) -> None:
             reads.accounts(story.space_id, cursor=bad_cursor)
     with pytest.raises(errors.InvalidRequest):
         reads.entries(story.space_id, story.checking, cursor=encode_cursor("entries", 1))
+    # Sort keys are 64-bit: the largest is a valid (empty) page, one more is refused.
+    last = encode_cursor("accounts", MAX_CURSOR_KEY)
+    assert reads.accounts(story.space_id, cursor=last).items == []
+    past = MAX_CURSOR_KEY + 1
+    for list_name, method, args, keys in (
+        ("accounts", reads.accounts, (story.space_id,), (past,)),
+        ("postings", reads.postings, (story.space_id,), (past,)),
+        ("entries", reads.entries, (story.space_id, story.checking), (past, 0)),
+        ("entries", reads.entries, (story.space_id, story.checking), (1, past)),
+        ("accounts", reads.accounts, (story.space_id,), (10**30,)),
+    ):
+        with pytest.raises(errors.InvalidRequest, match="cursor"):
+            method(*args, cursor=encode_cursor(list_name, *keys))
     with pytest.raises(errors.InvalidRequest):
         reads.events(after=-1, limit=1)
 
