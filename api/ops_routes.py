@@ -64,10 +64,14 @@ def _readiness(services: Services) -> wire.Readiness:
 
 
 @get("/metrics", media_type=METRICS_CONTENT_TYPE)
-async def metrics(request: Req) -> bytes:
+async def metrics(request: Req) -> Response[bytes]:
     """Prometheus text: request counts and latencies, postings, declines, projection lag."""
     registry = services_of(request).metrics
-    return await sync_to_thread(registry.render)
+    body = await sync_to_thread(registry.render)
+    # The content type as given: Litestar would append a second `charset` to a text/ type that
+    # already names one, and a scraper may refuse a media type with a repeated parameter.
+    return Response(body, media_type=METRICS_CONTENT_TYPE,
+                    headers={"content-type": METRICS_CONTENT_TYPE})  # fmt: skip
 
 
 OPS_ROUTES: Final = (health, ready, metrics)

@@ -10,6 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.app import create_app
+from api.metrics import METRICS_CONTENT_TYPE
 from ledger_core.ledger import Ledger
 from tests.api.conftest import Api, Book, settings_for
 from tests.api.test_commands import problem_of
@@ -101,7 +102,8 @@ def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> 
     assert ready.json()["database"] is True and ready.json()["projection_lag"] >= 0
     metrics = anonymous.get("/metrics")
     assert metrics.status_code == 200
-    assert metrics.headers["content-type"].startswith("text/plain")
+    assert metrics.headers["content-type"] == METRICS_CONTENT_TYPE  # one charset, as given
+    assert METRICS_CONTENT_TYPE.count("charset=") == 1
     text = metrics.text
     assert 'ledger_http_requests_total{method="POST",route="/v1/spaces",status="201"} 1.0' in text
     assert "ledger_http_request_duration_seconds_bucket" in text
