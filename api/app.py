@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from litestar import Litestar
+from litestar import Litestar, Response, Router
 from litestar.datastructures import State
+from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -24,7 +25,7 @@ from api.gate import gate
 from api.limits import MAX_REQUEST_BODY_BYTES
 from api.metrics import Metrics
 from api.ops_routes import OPS_ROUTES
-from api.problems import exception_handlers
+from api.problems import NOT_FOUND, exception_handlers, problem_response
 from api.read_routes import READ_ROUTES
 from api.services import Services
 from ledger_core.ledger import Ledger
@@ -80,4 +81,15 @@ def _openapi_config() -> OpenAPIConfig:
         components=Components(security_schemes={"bearer": bearer}),
         security=[{"bearer": []}],
         use_handler_docstrings=True,
+        openapi_router=Router(
+            "/schema", route_handlers=[], include_in_schema=False, after_request=_schema_not_found
+        ),
     )
+
+
+def _schema_not_found(response: Response[Any]) -> Response[Any]:
+    """Litestar answers a path under /schema that no UI serves with an HTML 404 page; API.md
+    says unknown routes answer problem+json, as they do everywhere else."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        return problem_response(None, NOT_FOUND, "no such page of the API's documentation")
+    return response

@@ -17,9 +17,11 @@ from api.services import Services, services_of
 logger = logging.getLogger("api")
 
 Req = Request[Any, Any, Any]
+#: The OpenAPI document's security of these routes: none (the app's default is a bearer token).
+NO_TOKEN: Final[list[dict[str, list[str]]]] = [{}]
 
 
-@get("/health", sync_to_thread=False)
+@get("/health", sync_to_thread=False, security=NO_TOKEN)
 def health() -> wire.Health:
     """The process is alive and answering."""
     return wire.Health(status="ok")
@@ -27,6 +29,7 @@ def health() -> wire.Health:
 
 @get(
     "/ready",
+    security=NO_TOKEN,
     responses={
         503: ResponseSpec(
             data_container=wire.Readiness,
@@ -63,7 +66,7 @@ def _readiness(services: Services) -> wire.Readiness:
     )
 
 
-@get("/metrics", media_type=METRICS_CONTENT_TYPE)
+@get("/metrics", media_type=METRICS_CONTENT_TYPE, security=NO_TOKEN)
 async def metrics(request: Req) -> Response[bytes]:
     """Prometheus text: request counts and latencies, postings, declines, projection lag."""
     registry = services_of(request).metrics

@@ -36,7 +36,10 @@ MinPosition = Annotated[
     str | None,
     HeaderParameter(
         name="Ledger-Min-Position",
-        pattern=r"^[0-9]{1,19}$",
+        required=False,
+        # Documented as what it is, a log position; parsed by `_parse_position` (not by
+        # Litestar), so the document and the server accept exactly the same values.
+        schema_extra={"type": "integer", "minimum": 0, "maximum": MAX_POSITION, "oneOf": None},
         description="Wait (up to LEDGER_POSITION_WAIT_SECONDS) until the read models applied "
         "this log position, e.g. the Ledger-Position of your last write; 503 past the bound",
     ),
@@ -82,7 +85,9 @@ def natural(text: str, maximum: int) -> int | None:
 def _parse_position(text: str) -> int:
     position = natural(text, MAX_POSITION)
     if position is None:
-        raise errors.MalformedRequest("Ledger-Min-Position is a non-negative integer")
+        raise errors.MalformedRequest(
+            f"Ledger-Min-Position is a log position: an integer from 0 to {MAX_POSITION}"
+        )
     return position
 
 
@@ -427,9 +432,12 @@ async def trial_balance(
 
 
 @get("/v1/assets", opt=read_opt("any"), responses=problems())
-async def list_assets(request: Req) -> wire.AssetList:
+async def list_assets(request: Req, ledger_min_position: MinPosition) -> wire.AssetList:
     """The registered (non-ISO) assets."""
-    assets = await sync_to_thread(services_of(request).ledger.assets)
+    services = services_of(request)
+    if ledger_min_position is not None:  # as every read: API.md makes no exception
+        await _wait_for_min_position(services, ledger_min_position)
+    assets = await sync_to_thread(services.ledger.assets)
     return wire.AssetList(items=[render.asset(item) for item in assets])
 
 
@@ -472,8 +480,9 @@ def _parse_after(text: str | None) -> int:
     return after
 
 
-#: Reads of the projections: each honours `Ledger-Min-Position`.
-PROJECTION_READS: Final = (
+#: Every read: each honours `Ledger-Min-Position` (the assets are the core's, not a projection's,
+#: but a client waiting for its position gets the same wait there).
+READ_ROUTES: Final = (
     get_space,
     list_accounts,
     get_account,
@@ -483,5 +492,5 @@ PROJECTION_READS: Final = (
     get_posting,
     trial_balance,
     list_events,
+    list_assets,
 )
-READ_ROUTES: Final = (*PROJECTION_READS, list_assets)

@@ -127,6 +127,20 @@ def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> 
         "/v1/events",
     ):
         assert path in paths, path
+    # What the document says matches what the server does: the ops routes need no token, and
+    # Ledger-Min-Position is an optional header holding a log position.
+    for path in ("/health", "/ready", "/metrics"):
+        assert schema["paths"][path]["get"]["security"] == [{}], path
+    assert "security" not in schema["paths"]["/v1/events"]["get"]  # the bearer token, global
+    for path, item in schema["paths"].items():
+        for name in item.get("get", {}).get("parameters", ()):
+            if name["name"] == "Ledger-Min-Position":
+                assert name["required"] is False, path
+                assert name["schema"]["type"] == "integer", path
+                assert (name["schema"]["minimum"], name["schema"]["maximum"]) == (0, 2**63 - 1)
+    # A page under /schema that no UI serves is a problem like any unknown route, not HTML.
+    for missing in ("/schema/redoc", "/schema/nope", "/schema/nope.json"):
+        problem_of(anonymous.get(missing), 404, "not-found")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

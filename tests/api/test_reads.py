@@ -10,6 +10,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.limits import MAX_PAGE_LIMIT
+from api.read_routes import READ_ROUTES
 from projections.queries import encode_cursor
 from tests.api.conftest import Api, Book, settings_for
 from tests.api.test_commands import problem_of
@@ -137,14 +138,32 @@ def test_reads_wait_for_min_position_or_answer_503(sqlite_url: str) -> None:
     settings = settings_for(sqlite_url, position_wait_seconds=0.2)
     with TestClient(create_app(settings)) as client:
         api = Api(client)
-        space = api.open_space()
-        assert api.get(f"/v1/spaces/{space}").status_code == 200
+        book = Book(api)
+        posting = api.record(book.space, book.checking, book.salary, "5.00")["id"]
+        account = book.account_path(book.checking)
+        reads = [  # every read route of API.md, the global ones included
+            f"/v1/spaces/{book.space}",
+            f"/v1/spaces/{book.space}/accounts",
+            account,
+            f"{account}/balance",
+            f"{account}/entries",
+            book.postings,
+            f"{book.postings}/{posting}",
+            f"/v1/spaces/{book.space}/reports/trial-balance",
+            "/v1/assets",
+            "/v1/events",
+        ]
+        assert len(READ_ROUTES) == len(reads)  # a new read route must be added here
+        for path in reads:
+            assert api.get(path).status_code == 200, path  # waits for the last write
         api.last_position = 10_000
-        response = api.get(f"/v1/spaces/{space}")
-        problem_of(response, 503, "position-not-reached")
-        assert response.headers["retry-after"] == "1"
-        bad = client.get(
-            f"/v1/spaces/{space}",
-            headers={**api.headers(), "Ledger-Min-Position": "soon"},
-        )
-        problem_of(bad, 400, "malformed-request")
+        for path in reads:
+            response = api.get(path)
+            problem_of(response, 503, "position-not-reached")
+            assert response.headers["retry-after"] == "1"
+        for header in ("soon", "-1", "1.5", str(2**63), "9" * 5000):
+            for path in reads:
+                bad = client.get(path, headers={**api.headers(), "Ledger-Min-Position": header})
+                problem_of(bad, 400, "malformed-request")
+        edge = {**api.headers(), "Ledger-Min-Position": str(2**63 - 1)}  # the largest: waits
+        problem_of(client.get(reads[0], headers=edge), 503, "position-not-reached")
