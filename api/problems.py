@@ -89,6 +89,8 @@ _CODE_BY_HTTP_STATUS: Final[Mapping[int, str]] = {
 
 #: Seconds a client should wait before retrying a 503.
 RETRY_AFTER_SECONDS: Final = 1
+#: The challenge of every 401 (RFC 9110 15.5.2: a 401 carries WWW-Authenticate): a bearer token.
+AUTHENTICATE_CHALLENGE: Final = 'Bearer realm="ledger"'
 
 
 class Unauthenticated(errors.LedgerError):
@@ -135,6 +137,8 @@ def problem_response(
     all_headers = dict(headers or {})
     if status == 503:
         all_headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif status == 401:
+        all_headers["WWW-Authenticate"] = AUTHENTICATE_CHALLENGE
     if request is not None:
         all_headers["X-Request-ID"] = request_id_of(request.scope)
     return Response(

@@ -446,14 +446,19 @@ async def list_events(
     request: Req,
     ledger_min_position: MinPosition,
     after: FromQuery[str | None] = None,
+    cursor_: Annotated[str | None, QueryParameter(name="cursor")] = None,
     limit: FromQuery[str | None] = None,
 ) -> wire.EventPage:
-    """The log itself, for integrations (admin): events after a position, in log order."""
+    """The log itself, for integrations (admin): events after a position, in log order.
+    `cursor` takes the page's `next_cursor` as every other list does; it is the same position
+    as `after`, which API.md names."""
+    if cursor_ is not None and after is not None and cursor_ != after:
+        raise errors.InvalidRequest("give after or cursor (the same position), not both")
     page = await read(
         request,
         ledger_min_position,
         services_of(request).read_models.events,
-        after=_parse_after(after),
+        after=_parse_after(after if cursor_ is None else cursor_),
         limit=page_limit(limit),
     )
     return wire.EventPage(

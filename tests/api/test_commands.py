@@ -17,6 +17,8 @@ def problem_of(response: object, status: int, code: str) -> dict[str, object]:
     assert body["status"] == status
     assert body["type"] == f"https://ledger-core.dev/errors/{code}"
     assert body["title"] and isinstance(body["detail"], str)
+    if status == 401:  # RFC 9110: a 401 names the scheme it wants
+        assert response.headers["www-authenticate"] == 'Bearer realm="ledger"'  # type: ignore[attr-defined]
     return body
 
 

@@ -81,6 +81,13 @@ def test_postings_filters_and_events(api: Api, book: Book) -> None:
     assert events["next_cursor"] is not None
     rest = api.ok(api.get("/v1/events", after=events["next_cursor"]), 200)["items"]
     assert rest[0]["position"] == 4
+    # A client that pages every list alike sends next_cursor back as `cursor`.
+    walked = api.ok(api.get("/v1/events", cursor=events["next_cursor"], limit="3"), 200)
+    assert [e["position"] for e in walked["items"]] == [4, 5, 6]
+    same = {"after": events["next_cursor"], "cursor": events["next_cursor"]}
+    assert api.ok(api.get("/v1/events", limit="3", **same), 200)["items"] == walked["items"]
+    problem_of(api.get("/v1/events", after="1", cursor="2"), 422, "invalid-request")
+    problem_of(api.get("/v1/events", cursor="-1"), 422, "invalid-request")
 
 
 def test_pages_are_stable_under_concurrent_inserts(api: Api, book: Book) -> None:
