@@ -90,6 +90,11 @@ def _uuid5(namespace: UUID, name: str) -> UUID:
 # Text and metadata -------------------------------------------------------------------------------
 
 
+#: Text of any field may hold any character but U+0000: PostgreSQL's text cannot store it, so a
+#: name with one would be recorded and then stop the read models on PostgreSQL (never on SQLite).
+NUL_REFUSAL: Final = "{field} may not contain the NUL character (U+0000)"
+
+
 def check_text(value: object, field: str, maximum: int, *, required: bool = False) -> None:
     if not isinstance(value, str):
         raise errors.InvalidRequest(f"{field} is text")
@@ -97,6 +102,8 @@ def check_text(value: object, field: str, maximum: int, *, required: bool = Fals
         raise errors.InvalidRequest(f"{field} is required")
     if len(value) > maximum:
         raise errors.InvalidRequest(f"{field} has at most {maximum} characters")
+    if "\x00" in value:
+        raise errors.InvalidRequest(NUL_REFUSAL.format(field=field))
 
 
 def check_optional_text(value: object, field: str, maximum: int) -> None:
@@ -123,6 +130,8 @@ def check_metadata(metadata: object) -> dict[str, str]:
             raise errors.InvalidRequest(
                 f"a metadata value has at most {MAX_METADATA_VALUE_LENGTH} characters"
             )
+        if "\x00" in key or "\x00" in value:
+            raise errors.InvalidRequest(NUL_REFUSAL.format(field="metadata"))
         total += len(key.encode()) + len(value.encode())
     if total > MAX_METADATA_BYTES:
         raise errors.InvalidRequest(f"metadata has at most {MAX_METADATA_BYTES} bytes in all")
@@ -296,6 +305,7 @@ def parse_entries(
             raise errors.AccountNotFound(f"no account {entry.account_id} in this space")
         currency = account.currency
         if entry.currency is not None and entry.currency != currency:
+            currencies.exponent(entry.currency)  # a code nobody knows is unknown-currency first
             raise errors.CurrencyMismatch(
                 f"entry currency {entry.currency!r} differs from the account's {currency!r}"
             )

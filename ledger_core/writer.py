@@ -40,6 +40,7 @@ from ledger_core.limits import (
     MAX_APPEND_ATTEMPTS,
     MAX_ASSET_NAME_LENGTH,
     MAX_COMMANDS_PER_APPEND,
+    MAX_DESCRIPTION_LENGTH,
     MAX_POSTINGS_PER_BATCH,
     MAX_SPACE_NAME_LENGTH,
     MAX_SPACES_PER_TOKEN,
@@ -539,7 +540,13 @@ class Writer:
         scope_id = space_id if space_id is not None else GLOBAL_SCOPE
         key = command.idempotency_key
         row_id = rules.command_id(scope_id, key)
-        fingerprint = cmd.command_fingerprint(command)
+        try:
+            fingerprint = cmd.command_fingerprint(command)
+        except (msgspec.EncodeError, OverflowError, TypeError, ValueError) as error:
+            # A value no event could hold (an integer past 64 bits, say): this command is
+            # refused before it changed anything, and the batch around it goes on.
+            request.error = errors.InvalidRequest(f"the command cannot be recorded: {error}")
+            return
         known: KeyAnswer | None = scope_state.recent_keys.get(row_id)
         if known is not None:
             _answer_known(request, known, fingerprint)
@@ -866,7 +873,7 @@ class Writer:
         self, command: cmd.ReversePosting, state: SpaceState, plan: _Plan, row: CommandRow
     ) -> Outcome:
         original_id = command.posting_id
-        rules.check_optional_text(command.description, "description", 1000)
+        rules.check_optional_text(command.description, "description", MAX_DESCRIPTION_LENGTH)
         if original_id in state.holds:
             raise errors.PostingNotPosted(f"posting {original_id} is pending, not posted")
         info = state.recent_postings.get(original_id)

@@ -10,6 +10,7 @@ equal to the live one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -625,6 +626,36 @@ def test_register_asset(book: Book) -> None:
     wallet, source = book.open(currency="BTC"), book.open("equity", currency="BTC")
     book.post(wallet, source, "0.00000001")
     assert book.posted(wallet) == 1
+
+
+def test_an_unrecordable_command_fails_alone_not_its_batch(book: Book) -> None:
+    """An integer no event can hold (past 64 bits) is that command's invalid-request; the
+    commands decided in the same batch are recorded as if it were not there."""
+    checking, equity = book.open(), book.open("equity")
+    writer = book.ledger.writer
+    entered, hold_writer = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        hold_writer.wait(10)
+
+    blocker = threading.Thread(target=writer.call, args=(hold,))
+    blocker.start()
+    assert entered.wait(10)  # the writer thread waits in hold() until all below is queued
+    futures = [writer.submit(book.posting(equity, checking, "1.00", key=f"p{n}")) for n in range(5)]
+    huge = cmd.RegisterAsset(idempotency_key="huge", code="HUGE", exponent=10**30)
+    bad = writer.submit(huge)
+    futures += [
+        writer.submit(book.posting(equity, checking, "1.00", key=f"q{n}")) for n in range(5)
+    ]
+    hold_writer.set()
+    blocker.join()
+    with pytest.raises(errors.InvalidRequest, match="cannot be recorded"):
+        bad.result(timeout=10)
+    assert all(not future.result(timeout=10).replayed for future in futures)
+    assert book.posted(checking) == -1000  # ten credits of 1.00 to an asset
+    retried = cmd.RegisterAsset(idempotency_key="huge", code="HUGE", exponent=2)
+    assert book.ledger.execute(retried).position is not None  # the key was not used up
 
 
 # Reloading ---------------------------------------------------------------------------------------

@@ -105,6 +105,10 @@ def test_open_account_fields() -> None:
         ({"overdraft_limit": "1.001"}, errors.InvalidAmount),
         ({"overdraft_limit": 100}, errors.InvalidAmount),
         ({"metadata": {f"k{i}": "v" for i in range(MAX_METADATA_KEYS + 1)}}, errors.InvalidRequest),
+        ({"name": "Check\x00ing"}, errors.InvalidRequest),  # U+0000: PostgreSQL can't store it
+        ({"code": "10\x00"}, errors.InvalidRequest),
+        ({"metadata": {"k": "v\x00"}}, errors.InvalidRequest),
+        ({"metadata": {"k\x00": "v"}}, errors.InvalidRequest),
     ],
 )
 def test_open_account_refusals(overrides: dict[str, Any], error_type: type) -> None:

@@ -184,6 +184,11 @@ def test_entry_currency_must_be_the_accounts(book: Book) -> None:
     )
     with pytest.raises(errors.CurrencyMismatch):
         book.decide(mismatched)
+    unknown = PostingSpec(  # a code nobody knows: that is what is wrong, not the mismatch
+        entries=(entry(cash, "debit", "1.00", "ZZZ"), entry(equity, "credit", "1.00", "ZZZ"))
+    )
+    with pytest.raises(errors.UnknownCurrency):
+        book.decide(unknown)
 
 
 def test_amount_is_parsed_with_the_accounts_exponent(book: Book) -> None:
@@ -214,6 +219,9 @@ def test_text_fields_at_and_past_their_limit(book: Book, field: str, limit: int)
     book.decide(transfer(cash, equity, "1.00", **{field: "x" * limit}))
     with pytest.raises(errors.InvalidRequest):
         book.decide(transfer(cash, equity, "1.00", **{field: "x" * (limit + 1)}))
+    book.decide(transfer(cash, equity, "1.00", **{field: "tab\tand\nnewline"}))
+    with pytest.raises(errors.InvalidRequest, match="U\\+0000"):
+        book.decide(transfer(cash, equity, "1.00", **{field: "a\x00b"}))
 
 
 def test_expires_at_rules(book: Book) -> None:
