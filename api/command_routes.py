@@ -51,6 +51,12 @@ SUCCESS_STATUS: Final[dict[type[cmd.Command], int]] = {
 }
 
 Req = Request[Any, Any, Any]
+#: What an empty body stands for on the routes whose fields are all optional (`{}`: see
+#: `wire.decode_request`; Litestar gives such a handler no body at all); frozen, shared.
+NO_CHANGES: Final = wire.UpdateAccountRequest()
+NO_REASON: Final = wire.ReasonRequest()
+FULL_CAPTURE: Final = wire.CaptureRequest()
+PLAIN_REVERSAL: Final = wire.ReverseRequest()
 #: The `Idempotency-Key` header, declared so the OpenAPI document shows it (api.gate checks it).
 IdempotencyKey = Annotated[
     str,
@@ -245,9 +251,10 @@ async def update_account(
     key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
-    data: JSONBody[wire.UpdateAccountRequest],
+    data: JSONBody[wire.UpdateAccountRequest | None] = None,
 ) -> Response[wire.Account]:
     """Change an account's name, overdraft limit (null removes it) or metadata."""
+    data = data or NO_CHANGES  # no body (or an empty one) stands for {}
     command = cmd.UpdateAccount(
         space_id=path_id(request, "space_id"),
         account_id=path_id(request, "account_id"),
@@ -282,9 +289,10 @@ async def freeze_account(
     key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
-    data: JSONBody[wire.ReasonRequest],
+    data: JSONBody[wire.ReasonRequest | None] = None,
 ) -> Response[wire.Account]:
     """Freeze an account: it accepts no new postings until unfrozen."""
+    data = data or NO_REASON  # no body (or an empty one) stands for {}
     return await answer(request, _status_change(cmd.FreezeAccount, request, key, data))
 
 
@@ -294,9 +302,10 @@ async def unfreeze_account(
     key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
-    data: JSONBody[wire.ReasonRequest],
+    data: JSONBody[wire.ReasonRequest | None] = None,
 ) -> Response[wire.Account]:
     """Unfreeze a frozen account."""
+    data = data or NO_REASON  # no body (or an empty one) stands for {}
     return await answer(request, _status_change(cmd.UnfreezeAccount, request, key, data))
 
 
@@ -306,9 +315,10 @@ async def close_account(
     key: IdempotencyKey,
     space_id: FromPath[str],
     account_id: FromPath[str],
-    data: JSONBody[wire.ReasonRequest],
+    data: JSONBody[wire.ReasonRequest | None] = None,
 ) -> Response[wire.Account]:
     """Close an account (at a zero balance with no open holds), for good."""
+    data = data or NO_REASON  # no body (or an empty one) stands for {}
     return await answer(request, _status_change(cmd.CloseAccount, request, key, data))
 
 
@@ -382,9 +392,10 @@ async def post_pending(
     key: IdempotencyKey,
     space_id: FromPath[str],
     posting_id: FromPath[str],
-    data: JSONBody[wire.CaptureRequest],
+    data: JSONBody[wire.CaptureRequest | None] = None,
 ) -> Response[wire.Posting]:
     """Post a pending posting, fully or (two-entry holds) partly."""
+    data = data or FULL_CAPTURE  # no body (or an empty one) stands for {}
     command = cmd.PostPending(
         space_id=path_id(request, "space_id"),
         posting_id=path_id(request, "posting_id"),
@@ -405,9 +416,10 @@ async def void_pending(
     key: IdempotencyKey,
     space_id: FromPath[str],
     posting_id: FromPath[str],
-    data: JSONBody[wire.ReasonRequest],
+    data: JSONBody[wire.ReasonRequest | None] = None,
 ) -> Response[wire.Posting]:
     """Void a pending posting: its hold is released."""
+    data = data or NO_REASON  # no body (or an empty one) stands for {}
     command = cmd.VoidPending(
         space_id=path_id(request, "space_id"),
         posting_id=path_id(request, "posting_id"),
@@ -425,9 +437,10 @@ async def reverse_posting(
     key: IdempotencyKey,
     space_id: FromPath[str],
     posting_id: FromPath[str],
-    data: JSONBody[wire.ReverseRequest],
+    data: JSONBody[wire.ReverseRequest | None] = None,
 ) -> Response[wire.Posting]:
     """Reverse a posted posting with a new, mirrored one (at most once)."""
+    data = data or PLAIN_REVERSAL  # no body (or an empty one) stands for {}
     command = cmd.ReversePosting(
         space_id=path_id(request, "space_id"),
         posting_id=path_id(request, "posting_id"),

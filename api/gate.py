@@ -118,7 +118,8 @@ async def _decode_body(
         )
         raise AssertionError("a stored refusal always raises") from refusal
     # Litestar takes the request's parsed JSON from here for the handler's `data`: a struct
-    # converts to itself, so the body is decoded once, by the strict decoder above.
+    # converts to itself, so the body is decoded once, by the strict decoder above. (An empty
+    # body gives no `data` to Litestar: the routes whose body may be empty default it.)
     ScopeState.from_scope(request.scope).json = decoded
 
 

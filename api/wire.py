@@ -280,7 +280,7 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
 #: Request fields that hold amounts: a JSON number there is `invalid-amount`, not a shape error.
 AMOUNT_FIELDS = frozenset({"amount", "overdraft_limit"})
 _ERROR_PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
-_NUMBER_GIVEN = re.compile(r"^Expected `[^`]*`, got `(int|float)`")
+_NUMBER_GIVEN = re.compile(r"^(Expected `[^`]*`, got `(int|float)`|Number out of range)")
 
 
 @functools.cache
@@ -289,16 +289,36 @@ def _decoder(request_type: type[RequestBody]) -> msgspec.json.Decoder[Any]:
 
 
 def decode_request(body: bytes, request_type: type[RequestBody]) -> RequestBody:
-    """Decode a request body (empty means `{}`), or raise what is wrong with it: 400
-    `malformed-request` if it is not JSON, 422 `invalid-amount` for a number where an amount
-    goes, 422 `invalid-request` for anything else of the wrong shape."""
+    """Decode a request body, or raise what is wrong with it: 400 `malformed-request` if it is
+    not JSON, 422 `invalid-amount` for a number where an amount goes, 422 `invalid-request` for
+    anything else of the wrong shape. Where the command needs no field (`POST .../freeze`), no
+    body, an empty one or JSON `null` (as the OpenAPI document allows there) stands for `{}`;
+    where it needs one, an empty body is not JSON: 400, not stored, so the client can send the
+    body with the same key."""
+    stripped = body.strip()
+    if not stripped or stripped == b"null":
+        empty = _empty_body(request_type)
+        if empty is not None:
+            return empty
+        if not stripped:
+            raise errors.MalformedRequest("the body is empty; this command needs a JSON object")
     try:
-        decoded: RequestBody = _decoder(request_type).decode(body or b"{}")
+        decoded: RequestBody = _decoder(request_type).decode(body)
     except msgspec.ValidationError as error:
         raise classify_validation_error(str(error)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise errors.MalformedRequest(f"the body is not valid JSON (UTF-8): {error}") from None
     return decoded
+
+
+@functools.cache
+def _empty_body(request_type: type[RequestBody]) -> RequestBody | None:
+    """What `{}` decodes to, or None if the command needs a field."""
+    try:
+        empty: RequestBody = _decoder(request_type).decode(b"{}")
+    except msgspec.ValidationError:
+        return None
+    return empty
 
 
 def classify_validation_error(message: str) -> errors.LedgerError:
