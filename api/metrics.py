@@ -66,9 +66,18 @@ class Metrics:
             "Events in the log the projections have not applied yet (-1: projections not run).",
             registry=self.registry,
         )
+        self.projections_failed = Gauge(
+            "ledger_projections_failed",
+            "Projections stopped on an event they could not apply (alert on > 0; /ready and "
+            "`ledger status` say which event and why).",
+            registry=self.registry,
+        )
 
     def watch_projection_lag(self, lag: Callable[[], int | None]) -> None:
         self.projection_lag.set_function(lambda: float(_or_minus_one(lag())))
+
+    def watch_projection_failures(self, failed: Callable[[], int]) -> None:
+        self.projections_failed.set_function(lambda: float(failed()))
 
     def watch_writer(self, batches: Callable[[], int], commands: Callable[[], int]) -> None:
         """The writer's group commits: commands per batch is commands / batches."""

@@ -39,7 +39,9 @@ def health() -> wire.Health:
     },
 )
 async def ready(request: Req) -> Response[wire.Readiness]:
-    """Ready when the database answers; says how far the projections lag behind the log."""
+    """Ready when the database answers; says how far the projections lag behind the log and
+    which projection, if any, stopped on an event it could not apply (it is still ready: the
+    writes go on, and reads answer what was applied)."""
     readiness = await sync_to_thread(_readiness, services_of(request))
     return Response(readiness, status_code=200 if readiness.database else 503)
 
@@ -48,6 +50,7 @@ def _readiness(services: Services) -> wire.Readiness:
     try:
         log_position = services.ledger.store.max_position()
         applied = services.read_models.applied_position()
+        failures = services.read_models.projection_failures()
     except Exception:  # any failure to reach the database means: not ready
         logger.warning("readiness check failed", exc_info=True)
         return wire.Readiness(
@@ -63,6 +66,10 @@ def _readiness(services: Services) -> wire.Readiness:
         applied_position=applied,
         log_position=log_position,
         projection_lag=max(0, log_position - applied),
+        failed_projections=[
+            wire.FailedProjection(name=name, position=position, topic=topic, reason=reason)
+            for name, position, topic, reason in failures
+        ],
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from api.limits import READ_THREADS
 from api.metrics import Metrics
 from ledger_core.ledger import Ledger
 from ledger_core.settings import LedgerSettings
+
+logger = logging.getLogger("api")
 
 if TYPE_CHECKING:
     from projections.queries import ReadModels
@@ -80,6 +83,7 @@ class Services:
             self.runner = ProjectionRunner(url)
             self.runner.start()
         self.metrics.watch_projection_lag(self.projection_lag)
+        self.metrics.watch_projection_failures(self.failed_projections)
         writer = self._ledger.writer
         self.metrics.watch_writer(lambda: writer.batches, lambda: writer.commands)
 
@@ -120,6 +124,16 @@ class Services:
             self._ledger.close()
         self._ledger = None
         self._read_models = None
+
+    def failed_projections(self) -> int:
+        """How many projections stopped on an event (-1 if the database does not answer)."""
+        if self._read_models is None:
+            return -1
+        try:
+            return len(self._read_models.projection_failures())
+        except Exception:  # a scrape must not fail because the database is away
+            logger.warning("could not read the projections' failures", exc_info=True)
+            return -1
 
     def projection_lag(self) -> int | None:
         """Events not yet applied by the projections (None when they do not run here)."""

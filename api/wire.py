@@ -267,12 +267,22 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     status: str
 
 
+class FailedProjection(msgspec.Struct, frozen=True, kw_only=True):
+    """A projection stopped on an event it could not apply: it resumes there once fixed."""
+
+    name: str
+    position: int
+    topic: str
+    reason: str
+
+
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     status: Literal["ready", "unavailable"]
     database: bool
     applied_position: int | None
     log_position: int | None
     projection_lag: int | None
+    failed_projections: list[FailedProjection] = []
 
 
 # Decoding ----------------------------------------------------------------------------------------

@@ -228,6 +228,17 @@ class ReadModels:
         )
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
+    def projection_failures(self) -> list[tuple[str, int, str, str]]:
+        """The projections stopped on an event they could not apply, as (name, position,
+        topic, reason); empty when every one is running (see `projections.tracking`)."""
+        marks = ", ".join("?" * len(self._names))
+        rows = self._fetch(
+            f"SELECT name, failed_position, failed_topic, failed_reason FROM {TRACKING_TABLE} "
+            f"WHERE failed_position IS NOT NULL AND name IN ({marks}) ORDER BY name",
+            self._names,
+        )
+        return [(row[0], int(row[1]), row[2], row[3]) for row in rows]
+
     def wait_for_position(self, position: int, timeout_s: float) -> bool:
         """Wait until every projection has applied `position`; False if `timeout_s` passed."""
         deadline = time.monotonic() + timeout_s

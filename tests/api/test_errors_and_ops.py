@@ -3,6 +3,7 @@ down), request ids and the who-and-where recorded in events, and the operations 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from litestar.testing import TestClient
 from api.app import create_app
 from api.metrics import METRICS_CONTENT_TYPE
 from ledger_core.ledger import Ledger
+from projections.db import Database
 from tests.api.conftest import Api, Book, settings_for
 from tests.api.test_commands import problem_of
 
@@ -207,3 +209,47 @@ def test_a_json_answer_carries_the_headers_of_a_response(api: Api, book: Book) -
     assert "idempotent-replayed" not in first.headers
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_ready_and_metrics_name_a_stopped_projection(
+    api: Api, book: Book, database_url: str
+) -> None:
+    api.record(book.space, book.checking, book.salary, "1.00")
+    api.get(f"/v1/spaces/{book.space}")  # the projections caught up
+    anonymous = api.client
+    assert anonymous.get("/ready").json()["failed_projections"] == []
+    assert "\nledger_projections_failed 0.0" in anonymous.get("/metrics").text
+    # Sabotage: a row already where the next posting's row must go, so `postings` stops on it.
+    database = Database(database_url)
+    failing = api.last_position + 1
+    connection = database.connect()
+    try:
+        with database.transaction(connection) as cursor:
+            database.execute(
+                cursor,
+                "INSERT INTO rm_posting_accounts (space_id, account_id, position, posting_id) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    database.dialect.uuid(UUID(book.space)),
+                    database.dialect.uuid(UUID(book.checking)),
+                    failing,
+                    database.dialect.uuid(UUID(int=1)),
+                ),
+            )
+    finally:
+        connection.close()
+    api.record(book.space, book.checking, book.salary, "2.00")
+    deadline = time.monotonic() + 10
+    ready = anonymous.get("/ready").json()
+    while not ready["failed_projections"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        ready = anonymous.get("/ready").json()
+    assert anonymous.get("/ready").status_code == 200  # still ready: writes go on
+    [failed] = ready["failed_projections"]
+    assert (failed["name"], failed["position"]) == ("postings", failing)
+    assert (
+        failed["topic"].startswith("PostingRecorded/") and "rm_posting_accounts" in failed["reason"]
+    )
+    assert ready["projection_lag"] >= 1
+    assert "\nledger_projections_failed 1.0" in anonymous.get("/metrics").text

@@ -134,6 +134,9 @@ def test_a_failing_projection_stops_reports_and_resumes_after_the_fix(story: Sto
     assert failure.topic.startswith("PostingRecorded/") and "rm_posting_accounts" in failure.reason
     positions = story.runner.positions()
     assert positions["postings"] == failing_position - 1  # stopped there, skipped nothing
+    assert story.reads.projection_failures() == [
+        ("postings", failing_position, failure.topic, failure.reason)
+    ]
     status = CliRunner().invoke(main, ["status"], env={"LEDGER_DATABASE_URL": url})
     assert status.exit_code == 1
     assert f"FAILED at position {failing_position}" in status.output
@@ -161,6 +164,7 @@ def test_a_failing_projection_stops_reports_and_resumes_after_the_fix(story: Sto
     story.runner.start()
     story.runner.run_until(story.position, timeout_s=10)
     assert story.runner.failure is None
+    assert story.reads.projection_failures() == []  # cleared by the batch that got through
     page = story.reads.postings(story.space_id, account_id=story.checking)
     assert [p.entries[0].amount_minor for p in page.items] == [100, 200, 300, 400]
     assert verify(url).ok
