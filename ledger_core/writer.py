@@ -788,7 +788,8 @@ class Writer:
             except rules.Decline as decline:
                 raise _item_failed(index, decline.error) from None
             except errors.LedgerError as error:
-                if not error.stored:
+                if not error.stored:  # a not-found keeps its own code; `index` says which
+                    error.extra.setdefault("index", index)
                     raise
                 raise _item_failed(index, error) from None
             rules.merge_deltas(earlier, deltas)

@@ -104,6 +104,14 @@ def test_batches_are_all_or_nothing(api: Api, book: Book) -> None:
     )
     assert body["index"] == 1 and body["item_code"] == "insufficient-funds"
     problem_of(api.post(f"{book.postings}/batch", {"postings": []}), 422, "invalid-request")
+    unknown = [
+        items[0],
+        api.posting_body(book.checking, "00000000-0000-0000-0000-000000000009", "1.00"),
+    ]
+    body = problem_of(
+        api.post(f"{book.postings}/batch", {"postings": unknown}), 404, "account-not-found"
+    )
+    assert body["index"] == 1
     account = api.ok(api.get(book.account_path(book.checking)), 200)
     assert account["balances"]["posted"] == "6.00"
 

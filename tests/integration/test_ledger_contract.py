@@ -597,7 +597,9 @@ def test_batch_retry_and_not_found_item(book: Book) -> None:
     first = book.ledger.execute(command)
     again = book.ledger.execute(command)
     assert again.replayed and again.outcome == first.outcome and again.position == first.position
-    book.refused("account-not-found", batch_of(book, [spec(checking, uuid4(), "1.00")]))
+    items = [spec(checking, equity, "1.00"), spec(checking, uuid4(), "1.00")]
+    missing = book.refused("account-not-found", batch_of(book, items))
+    assert missing.extra["index"] == 1  # which item names it
 
 
 # Assets ------------------------------------------------------------------------------------------
