@@ -13,6 +13,7 @@ import asyncio
 import gc
 import signal
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import click
@@ -28,6 +29,11 @@ DEFAULT_PORT: Final = 8000
 #: The ASGI servers `ledger serve` can run; the default is the one that measured faster here.
 SERVERS: Final = ("granian", "uvicorn")
 DEFAULT_SERVER: Final = "granian"
+#: The event loops `ledger serve` can run on. uvloop (libuv, in C) is the default where it is
+#: installed (every platform but Windows): measured on the HTTP benchmark here, GET account
+#: +17% requests/s and p99 -20%, single postings +8% (medians of interleaved pairs).
+LOOPS: Final = ("uvloop", "asyncio")
+DEFAULT_LOOP: Final = "uvloop"
 #: Allocations between two collections of the youngest generation in `ledger serve` (Python's
 #: default is 700): see `tune_garbage_collector`.
 GC_YOUNG_THRESHOLD: Final = 20_000
@@ -48,7 +54,14 @@ GC_YOUNG_THRESHOLD: Final = 20_000
     show_default=True,
     help="The ASGI server.",
 )
-def serve(host: str, port: int, no_projections: bool, server: str) -> None:
+@click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default=DEFAULT_LOOP,
+    show_default=True,
+    help="The event loop (asyncio where uvloop is not installed).",
+)
+def serve(host: str, port: int, no_projections: bool, server: str, loop: str) -> None:
     """Serve the HTTP API (LEDGER_DATABASE_URL selects the database)."""
     from api.app import create_app
     from migrations import apply_migrations
@@ -60,7 +73,7 @@ def serve(host: str, port: int, no_projections: bool, server: str) -> None:
     app = create_app(settings, run_projections=not no_projections)
     app.on_startup.append(tune_garbage_collector)
     click.echo(f"serving the ledger API on http://{host}:{port} (docs: /schema)")
-    run_server(app, host, port, server)
+    run_server(app, host, port, server, loop)
 
 
 def tune_garbage_collector(app: Any) -> None:
@@ -81,14 +94,37 @@ def tune_garbage_collector(app: Any) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
-def run_server(app: Any, host: str, port: int, server: str) -> None:
+def run_server(app: Any, host: str, port: int, server: str, loop: str = DEFAULT_LOOP) -> None:
     """Serve `app` in this process (one worker: the ledger's writer is in-process)."""
+    factory = loop_factory(loop)
     if server == "granian":
-        asyncio.run(_serve_granian(app, host, port))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve_granian(app, host, port))
         return
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop" if factory is not None else "asyncio",
+    )
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for `loop` (None: asyncio's own). Asked for uvloop where it is
+    not installed, say so and use asyncio."""
+    if loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        click.echo("uvloop is not installed here: serving on asyncio's event loop", err=True)
+        return None
+    new_event_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_event_loop
 
 
 async def _serve_granian(app: Any, host: str, port: int) -> None:

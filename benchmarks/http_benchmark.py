@@ -2,6 +2,7 @@
 in its own process.
 
     python -m benchmarks.http_benchmark [--seconds N] [--server granian|uvicorn|both]
+                                        [--loop uvloop|asyncio|both]
                                         [--projections separate|in-process|both]
                                         [--pgbench-seconds N]
 
@@ -48,6 +49,7 @@ from benchmarks import common
 
 LUA_SCRIPT: Final = Path(__file__).resolve().parent / "http_benchmark.lua"
 SERVERS: Final = ("granian", "uvicorn")
+LOOPS: Final = ("uvloop", "asyncio")
 PROJECTION_MODES: Final = ("separate", "in-process")
 ACCOUNTS: Final = 200
 BATCH_SIZE: Final = 100
@@ -68,6 +70,7 @@ READ_P99_TARGET_MS: Final = 20.0
 @dataclass
 class Cell:
     server: str
+    loop: str
     projections: str
     scenario: str
     connections: int
@@ -110,13 +113,13 @@ class Served:
 
 @contextmanager
 def running_server(
-    server: str, projections: str, database_url: str, token: str
+    server: str, projections: str, database_url: str, token: str, loop: str = "uvloop"
 ) -> Iterator[Served]:
     """`ledger serve` (and `ledger project` when the projections run separately) as
     subprocesses; yields the API's base URL and their process ids."""
     port = free_port()
     environment = dict(os.environ, LEDGER_DATABASE_URL=database_url, LEDGER_ADMIN_TOKEN=token)
-    serve = [*LEDGER, "serve", "--port", str(port), "--server", server]
+    serve = [*LEDGER, "serve", "--port", str(port), "--server", server, "--loop", loop]
     if projections == "separate":
         serve.append("--no-projections")
     processes = [subprocess.Popen(serve, env=environment, stdout=subprocess.DEVNULL,
@@ -263,13 +266,19 @@ def writer_counts(base_url: str) -> tuple[float, float]:
 
 
 def cell_of(
-    server: str, projections: str, scenario: str, connections: int, figures: dict[str, Any]
+    server: str,
+    projections: str,
+    scenario: str,
+    connections: int,
+    figures: dict[str, Any],
+    loop: str = "uvloop",
 ) -> Cell:
     seconds = figures["duration_us"] / 1e6
     requests_per_second = figures["requests"] / seconds
     per_request = {"posting": 1, "batch": BATCH_SIZE, "account": 0}[scenario]
     return Cell(
         server=server,
+        loop=loop,
         projections=projections,
         scenario=scenario,
         connections=connections,
@@ -285,11 +294,11 @@ def cell_of(
     )
 
 
-def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
+def measure_server(server: str, projections: str, seconds: int, loop: str) -> list[Cell]:
     token = secrets.token_urlsafe(32)
     with (
         common.scratch_postgres_database(prefix="ledger_http_bench") as url,
-        running_server(server, projections, url, token) as served,
+        running_server(server, projections, url, token, loop) as served,
     ):
         base_url = served.base_url
         space, accounts = seed(base_url, token)
@@ -307,7 +316,9 @@ def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
             with cpu_window(served) as window:
                 figures = run_wrk(base_url, scenario, connections, seconds, env)
             batches_after, commands_after = writer_counts(base_url)
-            cell = with_cpu(cell_of(server, projections, scenario, connections, figures), window)
+            cell = with_cpu(
+                cell_of(server, projections, scenario, connections, figures, loop), window
+            )
             batches = batches_after - batches_before
             cell.commands_per_batch = (
                 (commands_after - commands_before) / batches if batches else None
@@ -317,7 +328,9 @@ def measure_server(server: str, projections: str, seconds: int) -> list[Cell]:
         with cpu_window(served) as window:
             figures = run_wrk(base_url, "account", READ_CONNECTIONS, seconds, env)
         cells.append(
-            with_cpu(cell_of(server, projections, "account", READ_CONNECTIONS, figures), window)
+            with_cpu(
+                cell_of(server, projections, "account", READ_CONNECTIONS, figures, loop), window
+            )
         )
     return cells
 
@@ -343,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=MEASURE_SECONDS)
     parser.add_argument("--server", choices=[*SERVERS, "both"], default="granian")
     parser.add_argument("--projections", choices=[*PROJECTION_MODES, "both"], default="both")
+    parser.add_argument("--loop", choices=[*LOOPS, "both"], default="uvloop")
     parser.add_argument("--pgbench-seconds", type=int, default=PGBENCH_SECONDS)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -350,11 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     servers = SERVERS if args.server == "both" else (args.server,)
     modes = PROJECTION_MODES if args.projections == "both" else (args.projections,)
+    loops = LOOPS if args.loop == "both" else (args.loop,)
     cells = [
         cell
         for server in servers
+        for loop in loops
         for mode in modes
-        for cell in measure_server(server, mode, args.seconds)
+        for cell in measure_server(server, mode, args.seconds, loop)
     ]
     reference = common.run_pgbench_reference(args.pgbench_seconds)
     reference_tps = float(reference["pgbench_tpcb_16c_tps"])
@@ -377,11 +393,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(cells: list[Cell]) -> str:
-    headers = ["server", "projections", "cell", "conns", "req/s", "postings/s", "p50 ms",
+    headers = ["server", "loop", "projections", "cell", "conns", "req/s", "postings/s", "p50 ms",
                "p99 ms", "non-2xx", "cmds/batch", "serve us/req", "project us/req",
                "machine busy", "x pgbench", "target", "met"]  # fmt: skip
     rows = [
-        [c.server, c.projections, c.scenario, c.connections, c.requests_per_second,
+        [c.server, c.loop, c.projections, c.scenario, c.connections, c.requests_per_second,
          c.postings_per_second, c.latency_ms_p50, c.latency_ms_p99, c.non_2xx,
          _or_nan(c.commands_per_batch), _or_nan(c.serve_cpu_us_per_request),
          _or_nan(c.project_cpu_us_per_request), _or_nan(c.machine_cpu_busy),

@@ -180,6 +180,32 @@ def test_serve_tunes_the_garbage_collector() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_serve_runs_on_uvloop_by_default_and_on_asyncio_when_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import sys
+
+    import uvloop
+
+    from api.serve import DEFAULT_LOOP, loop_factory
+
+    assert DEFAULT_LOOP == "uvloop"
+    factory = loop_factory("uvloop")
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert loop_factory("asyncio") is None
+    with asyncio.Runner(loop_factory=loop_factory("asyncio")) as runner:
+        assert not isinstance(runner.get_loop(), uvloop.Loop)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on a platform without it
+    assert loop_factory("uvloop") is None
+    assert "uvloop is not installed" in capsys.readouterr().err
+
+
 def test_routes_answering_json_answers_document_their_success_shape() -> None:
     """GET account and POST postings (and batches) send api.answers.JsonAnswer; the OpenAPI
     document still names what they answer, with the status they answer it with."""
@@ -253,3 +279,4 @@ def test_ready_and_metrics_name_a_stopped_projection(
     )
     assert ready["projection_lag"] >= 1
     assert "\nledger_projections_failed 1.0" in anonymous.get("/metrics").text
+
