@@ -23,7 +23,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from api.command_routes import COMMAND_ROUTES
 from api.gate import gate
 from api.limits import MAX_REQUEST_BODY_BYTES
-from api.metrics import Metrics
+from api.metrics import HEAD_REQUEST, Metrics
 from api.ops_routes import OPS_ROUTES
 from api.problems import NOT_FOUND, exception_handlers, problem_response
 from api.read_routes import READ_ROUTES
@@ -52,7 +52,7 @@ def create_app(
         ledger_given=ledger,
         read_models_given=read_models,
     )
-    return Litestar(
+    return LedgerApp(
         route_handlers=[*COMMAND_ROUTES, *READ_ROUTES, *OPS_ROUTES],
         state=State({"services": services}),
         on_startup=[services.on_startup],
@@ -64,6 +64,27 @@ def create_app(
         openapi_config=_openapi_config(),
         debug=False,
     )
+
+
+class LedgerApp(Litestar):
+    """Litestar, answering HEAD on every GET route: as GET, without the body (RFC 9110 9.3.2:
+    same status and headers, Content-Length included). Litestar routes HEAD only to handlers
+    declared for it, before any middleware runs, so this is done at the app's entry. Where GET
+    is not allowed, HEAD is not either (405)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope["method"] = "GET"
+            scope[HEAD_REQUEST] = True  # the metrics count it as HEAD
+
+            async def without_body(message: Any) -> None:
+                if message["type"] == "http.response.body":
+                    message = {**message, "body": b""}
+                await send(message)
+
+            await super().__call__(scope, receive, without_body)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _openapi_config() -> OpenAPIConfig:

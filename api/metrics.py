@@ -23,6 +23,8 @@ LATENCY_BUCKETS_SECONDS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+#: The ASGI scope key marking a HEAD request served as GET (api.app.LedgerApp).
+HEAD_REQUEST: Final = "ledger_head_request"
 
 
 class Metrics:
@@ -86,7 +88,7 @@ class Metrics:
 
     def _children_for(self, scope: Scope, status: int) -> tuple[Any, Any]:
         route = scope.get("path_template") or "unmatched"
-        method = str(scope.get("method", ""))
+        method = "HEAD" if HEAD_REQUEST in scope else str(scope.get("method", ""))
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:

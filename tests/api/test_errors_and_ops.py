@@ -280,3 +280,25 @@ def test_ready_and_metrics_name_a_stopped_projection(
     assert ready["projection_lag"] >= 1
     assert "\nledger_projections_failed 1.0" in anonymous.get("/metrics").text
 
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_head_is_get_without_the_body(api: Api, book: Book) -> None:
+    client = api.client
+    settled = {**api.headers(), "Ledger-Min-Position": str(api.last_position)}
+    for path, headers in (
+        ("/health", {}),
+        (book.account_path(book.checking), settled),
+        (f"/v1/spaces/{book.space}/accounts", settled),
+    ):
+        got, head = client.get(path, headers=headers), client.head(path, headers=headers)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"" and got.content
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["x-request-id"]
+    refused = client.head(book.account_path(book.checking))  # no token
+    assert refused.status_code == 401 and refused.content == b""
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert client.head("/v1/spaces", headers=api.headers()).status_code == 405  # POST only
+    text = client.get("/metrics").text
+    assert 'ledger_http_requests_total{method="HEAD",route="/health",status="200"} 1.0' in text
