@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Response, Router
-from litestar.datastructures import State
 from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
@@ -52,9 +51,8 @@ def create_app(
         ledger_given=ledger,
         read_models_given=read_models,
     )
-    return LedgerApp(
+    app = LedgerApp(
         route_handlers=[*COMMAND_ROUTES, *READ_ROUTES, *OPS_ROUTES],
-        state=State({"services": services}),
         on_startup=[services.on_startup],
         on_shutdown=[services.on_shutdown],
         before_request=gate,
@@ -64,6 +62,8 @@ def create_app(
         openapi_config=_openapi_config(),
         debug=False,
     )
+    app.services = services
+    return app
 
 
 class LedgerApp(Litestar):
@@ -71,6 +71,9 @@ class LedgerApp(Litestar):
     same status and headers, Content-Length included). Litestar routes HEAD only to handlers
     declared for it, before any middleware runs, so this is done at the app's entry. Where GET
     is not allowed, HEAD is not either (405)."""
+
+    #: What this app serves with (`api.services.services_of`).
+    services: Services
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "HEAD":

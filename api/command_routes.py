@@ -355,7 +355,7 @@ def posting_spec(data: JSONBody[wire.PostingRequest]) -> cmd.PostingSpec:
     responses={**problems(), **documented(201, wire.Posting, "The posting recorded")},
 )
 async def record_posting(
-    request: Req, key: IdempotencyKey, space_id: FromPath[str], data: JSONBody[wire.PostingRequest]
+    request: Req, key: IdempotencyKey, data: JSONBody[wire.PostingRequest]
 ) -> JsonAnswer:
     """Record a posting (or a hold, with `pending: true`)."""
     command = cmd.RecordPosting(

@@ -122,3 +122,21 @@ def test_cli_token_bootstraps_an_admin_without_the_environment_token(
         reader = api.as_token(issued["token"])
         assert reader.get(f"/v1/spaces/{space}").status_code == 200
         problem_of(Api(client).get("/v1/assets"), 401, "unauthenticated")
+
+
+def test_remembered_token_hashes_are_bounded_and_exact() -> None:
+    """The memo of token hashes holds TOKEN_HASH_MEMORY tokens at most, and gives what
+    hash_token gives: at the edge, past it, and for a token dropped and seen again."""
+    from api import auth
+
+    auth._remembered_hash.cache_clear()
+    tokens = [f"ldg_bound_{number}" for number in range(auth.TOKEN_HASH_MEMORY + 1)]
+    for token in tokens[: auth.TOKEN_HASH_MEMORY]:
+        assert auth._remembered_hash(token) == auth.hash_token(token)
+    assert auth._remembered_hash.cache_info().currsize == auth.TOKEN_HASH_MEMORY
+    assert auth._remembered_hash(tokens[-1]) == auth.hash_token(tokens[-1])
+    assert auth._remembered_hash.cache_info().currsize == auth.TOKEN_HASH_MEMORY
+    # the least recently used (the first) was dropped; asked again, it is recomputed, exactly
+    misses = auth._remembered_hash.cache_info().misses
+    assert auth._remembered_hash(tokens[0]) == auth.hash_token(tokens[0])
+    assert auth._remembered_hash.cache_info().misses == misses + 1
