@@ -19,10 +19,11 @@ from typing import Any, Final
 from uuid import UUID
 
 from litestar import Request
+from litestar.exceptions import InternalServerException
 from litestar.utils.scope.state import ScopeState
 
 from api import auth, wire
-from api.problems import parse_id
+from api.problems import ClientDisconnected, parse_id
 from api.request_id import request_id_of
 from api.services import Services, services_of
 from ledger_core import errors, rules
@@ -100,7 +101,11 @@ async def _decode_body(
     space_id: UUID | None,
     key: str,
 ) -> None:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except InternalServerException as error:
+        # Litestar's only one from reading a body: the ASGI server said `http.disconnect`.
+        raise ClientDisconnected(str(error.detail)) from error
     try:
         decoded = wire.decode_request(raw, body_type)
     except errors.LedgerError as refusal:

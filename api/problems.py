@@ -191,8 +191,32 @@ def internal_error_response(request: Request[Any, Any, Any], error: Exception) -
     )
 
 
+#: The status logged and counted for a request whose client went away before its body arrived
+#: (nginx's 499): nobody receives the answer.
+CLIENT_CLOSED_REQUEST_STATUS: Final = 499
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its request's body arrived: nothing was decided
+    or stored, and nobody is there to answer."""
+
+
+def client_disconnected_response(
+    request: Request[Any, Any, Any], error: ClientDisconnected
+) -> Response[bytes]:
+    """Not a failure of ours: noted at info level (not as an unhandled error), counted as 499."""
+    logger.info(
+        "client went away before the body of %s %s arrived (request %s)",
+        request.method,
+        request.url.path,
+        request_id_of(request.scope),
+    )
+    return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST_STATUS)
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     return {
+        ClientDisconnected: client_disconnected_response,
         errors.LedgerError: ledger_error_response,
         HTTPException: http_exception_response,
         Exception: internal_error_response,

@@ -13,7 +13,12 @@
 from __future__ import annotations
 
 import json
+import logging
+from typing import Any
 
+import pytest
+
+from api.problems import CLIENT_CLOSED_REQUEST_STATUS
 from tests.api.conftest import Api, Book
 from tests.api.test_commands import problem_of
 
@@ -81,3 +86,49 @@ def test_amount_number_out_of_range_and_unknown_currency(api: Api, book: Book) -
     for entry in body["entries"]:
         entry["currency"] = "ZZZ"
     problem_of(api.post(book.postings, body), 422, "unknown-currency")
+
+
+def test_a_client_gone_before_its_body_arrived_is_no_error_and_nothing_is_stored(
+    api: Api, book: Book, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection closes halfway through a posting's body: no unhandled-error log (it is
+    no bug of ours), counted as 499, nothing decided; the same key with the whole body works."""
+    body = json.dumps(api.posting_body(book.groceries, book.card, "3.00")).encode()
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in api.headers(
+            "gone-halfway", **{"Content-Type": "application/json"}
+        ).items()
+    ]
+    messages = iter(
+        [
+            {"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": book.postings, "raw_path": book.postings.encode(),
+        "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="api"):
+        api.client.blocking_portal.call(api.client.app, scope, receive, send)
+    assert sent[0]["status"] == CLIENT_CLOSED_REQUEST_STATUS
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert any("went away" in record.getMessage() for record in caplog.records)
+    metrics = api.client.get("/metrics").text
+    assert 'status="499"' in metrics
+    # Nothing was stored under the key: the whole body is recorded with it, once.
+    recorded = api.ok(api.post(book.postings, json.loads(body), key="gone-halfway"), 201)
+    again = api.post(book.postings, json.loads(body), key="gone-halfway")
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == recorded["id"]
