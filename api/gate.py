@@ -88,10 +88,18 @@ async def gate(request: Request[Any, Any, Any]) -> None:
     request.scope.setdefault("state", {})[_ADMITTED] = admitted
     if opt.get("command"):
         key = rules.check_idempotency_key(headers.get("idempotency-key"))
+        if _header_lines(request, b"idempotency-key") > 1:
+            # Which one did the client mean? Not ours to pick (API.md: a bad header is 400).
+            raise errors.MalformedRequest("send one Idempotency-Key header, not several")
         admitted.key = key
         body_type: type[wire.RequestBody] | None = opt.get("body")
         if body_type is not None:
             await _decode_body(request, services, body_type, space_id, key)
+
+
+def _header_lines(request: Request[Any, Any, Any], name: bytes) -> int:
+    """How many lines of header `name` (lowercase) the request has."""
+    return sum(1 for header_name, _ in request.scope["headers"] if header_name == name)
 
 
 async def _decode_body(

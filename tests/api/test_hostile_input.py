@@ -88,47 +88,71 @@ def test_amount_number_out_of_range_and_unknown_currency(api: Api, book: Book) -
     problem_of(api.post(book.postings, body), 422, "unknown-currency")
 
 
-def test_a_client_gone_before_its_body_arrived_is_no_error_and_nothing_is_stored(
-    api: Api, book: Book, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The connection closes halfway through a posting's body: no unhandled-error log (it is
-    no bug of ours), counted as 499, nothing decided; the same key with the whole body works."""
-    body = json.dumps(api.posting_body(book.groceries, book.card, "3.00")).encode()
-    headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in api.headers(
-            "gone-halfway", **{"Content-Type": "application/json"}
-        ).items()
-    ]
-    messages = iter(
-        [
-            {"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
-            {"type": "http.disconnect"},
-        ]
-    )
+def _raw_asgi(
+    api: Api, path: str, headers: list[tuple[str, str]], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """POST `path` straight into the app's ASGI callable, header lines exactly as given (an HTTP
+    client would merge repeated ones) and the receive channel giving `messages`; what the app
+    sent."""
+    pending = iter(messages)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return next(messages)
+        return next(pending)
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": book.postings, "raw_path": book.postings.encode(),
-        "query_string": b"", "root_path": "", "headers": headers,
-        "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+        "headers": [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in headers],
     }  # fmt: skip
+    api.client.blocking_portal.call(api.client.app, scope, receive, send)
+    return sent
+
+
+def test_a_client_gone_before_its_body_arrived_is_no_error_and_nothing_is_stored(
+    api: Api, book: Book, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection closes halfway through a posting's body: no unhandled-error log (it is
+    no bug of ours), counted as 499, nothing decided; the same key with the whole body works."""
+    body = json.dumps(api.posting_body(book.groceries, book.card, "3.00")).encode()
+    headers = [*api.headers("gone-halfway").items(), ("Content-Type", "application/json")]
+    halfway = {"type": "http.request", "body": body[: len(body) // 2], "more_body": True}
     with caplog.at_level(logging.INFO, logger="api"):
-        api.client.blocking_portal.call(api.client.app, scope, receive, send)
+        sent = _raw_asgi(api, book.postings, headers, [halfway, {"type": "http.disconnect"}])
     assert sent[0]["status"] == CLIENT_CLOSED_REQUEST_STATUS
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert any("went away" in record.getMessage() for record in caplog.records)
-    metrics = api.client.get("/metrics").text
-    assert 'status="499"' in metrics
+    assert 'status="499"' in api.client.get("/metrics").text
     # Nothing was stored under the key: the whole body is recorded with it, once.
     recorded = api.ok(api.post(book.postings, json.loads(body), key="gone-halfway"), 201)
     again = api.post(book.postings, json.loads(body), key="gone-halfway")
     assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == recorded["id"]
+
+
+def test_two_idempotency_key_lines_are_a_bad_header_and_nothing_is_stored(
+    api: Api, book: Book
+) -> None:
+    """Two `Idempotency-Key` lines: which key was meant is not ours to pick. 400, not stored
+    under either key."""
+    body = json.dumps(api.posting_body(book.groceries, book.card, "4.00")).encode()
+    headers = [
+        ("Authorization", f"Bearer {api.token}"),
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "first-of-two"),
+        ("Idempotency-Key", "second-of-two"),
+    ]
+    sent = _raw_asgi(
+        api, book.postings, headers, [{"type": "http.request", "body": body, "more_body": False}]
+    )
+    assert sent[0]["status"] == 400
+    problem = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+    assert problem["code"] == "malformed-request" and "one Idempotency-Key" in problem["detail"]
+    for key in ("first-of-two", "second-of-two"):
+        recorded = api.post(book.postings, json.loads(body), key=key)
+        assert recorded.status_code == 201 and "idempotent-replayed" not in recorded.headers
