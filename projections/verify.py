@@ -63,7 +63,8 @@ MAX_CATCH_UP_ROUNDS: Final = 20
 class Mismatch:
     """One finding: `kind` says what (row-differs, row-missing, row-unexpected,
     posting-unbalanced, money-not-conserved, stream-version-gap, idempotency-key-reused,
-    event-undecodable, not-verified), `table` and `row` where, `expected` and `found` what."""
+    event-undecodable, not-verified, rows-not-shown: more rows of a table differ than are
+    reported), `table` and `row` where, `expected` and `found` what."""
 
     kind: str
     table: str
@@ -179,7 +180,8 @@ def _compare_table(
     )
     found = {_key(row, keys): row for row in cursor.fetchall()}
     mismatches: list[Mismatch] = []
-    for key in sorted(set(expected) | set(found))[:MAX_REPORTED_ROWS_PER_TABLE]:
+    differing = sorted(set(expected) | set(found))
+    for key in differing[:MAX_REPORTED_ROWS_PER_TABLE]:
         want, have = expected.get(key), found.get(key)
         kind = "row-differs" if want and have else "row-missing" if want else "row-unexpected"
         mismatches.append(
@@ -189,6 +191,17 @@ def _compare_table(
                 ", ".join(f"{c}={v}" for c, v in zip(key_columns, key, strict=True)),
                 _describe_row(columns, want, have),
                 _describe_row(columns, have, want),
+            )
+        )
+    if len(differing) > MAX_REPORTED_ROWS_PER_TABLE:
+        # Said, so that a report of the first rows is never read as the whole damage.
+        mismatches.append(
+            Mismatch(
+                "rows-not-shown",
+                table,
+                "-",
+                f"at most {MAX_REPORTED_ROWS_PER_TABLE} differing rows reported",
+                f"more than {MAX_REPORTED_ROWS_PER_TABLE} rows differ; the rest are not shown",
             )
         )
     return mismatches

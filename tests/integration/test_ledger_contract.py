@@ -1117,3 +1117,34 @@ def test_multi_currency_posting_balanced_per_currency(book: Book) -> None:
         ("JPY", 1500),
     ]
     assert (book.posted(jpy), book.posted(usd)) == (1500, -1000)
+
+
+def test_spaces_past_the_cache_limit_are_dropped_and_reload_exactly(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keeps MAX_CACHED_SPACES spaces loaded: at the limit all stay, one past it the
+    least recently used is dropped; a dropped space reloads from the store with the same
+    balances, limits and keys (a retried command answers the same posting)."""
+    import ledger_core.writer
+
+    monkeypatch.setattr(ledger_core.writer, "MAX_CACHED_SPACES", 2)
+    books = [Book(ledger), Book(ledger)]
+    first_accounts = (books[0].open(overdraft_limit="0.00"), books[0].open("equity"))
+    funded = books[0].posting(first_accounts[0], first_accounts[1], "5.00", key="first-funding")
+    first = ledger.execute(funded).outcome
+    books[1].open()  # the first space is now the least recently used
+    loaded = ledger.writer.call(lambda: set(ledger.writer.spaces))
+    assert loaded == {book.space_id for book in books}  # at the limit: both loaded
+    books.append(Book(ledger))  # one past it
+    books[2].open()
+    loaded = ledger.writer.call(lambda: set(ledger.writer.spaces))
+    assert books[0].space_id not in loaded and len(loaded) == 2
+    # Reloaded on use, exactly: the key answers the same posting, the limit still holds.
+    replayed = ledger.execute(funded)
+    assert replayed.replayed and replayed.outcome == first
+    books[0].refused(
+        "insufficient-funds", books[0].posting(first_accounts[1], first_accounts[0], "5.01")
+    )
+    books[0].post(first_accounts[1], first_accounts[0], "5.00")
+    assert books[0].posted(first_accounts[0]) == 0
+    assert ledger.writer.call(lambda: len(ledger.writer.spaces)) == 2

@@ -384,3 +384,21 @@ def test_ledger_project_runs_until_terminated(story: Story) -> None:
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert "projecting balances, postings" in output and "stopped" in output
+
+
+def test_verify_reports_differing_rows_up_to_its_limit_and_says_when_there_are_more(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import projections.verify
+
+    monkeypatch.setattr(projections.verify, "MAX_REPORTED_ROWS_PER_TABLE", 3)
+    url = story.runner.database.url
+    _sql(url, "DELETE FROM rm_postings WHERE position IN (?, ?, ?)", (7, 8, 9))
+    at_edge = [m for m in verify(url).mismatches if m.table == "rm_postings"]
+    assert [m.kind for m in at_edge] == ["row-missing"] * 3
+    _sql(url, "DELETE FROM rm_postings WHERE position = ?", (10,))
+    past = [m for m in verify(url).mismatches if m.table == "rm_postings"]
+    assert [m.kind for m in past] == ["row-missing"] * 3 + ["rows-not-shown"]
+    assert "more than 3 rows differ" in past[-1].found
+    result = CliRunner().invoke(main, ["verify"], env={"LEDGER_DATABASE_URL": url})
+    assert result.exit_code == 1 and "MISMATCH rows-not-shown: table rm_postings" in result.output
