@@ -16,6 +16,7 @@ from uuid import UUID
 
 from ledger_core import errors
 from ledger_core.commands import Command
+from ledger_core.limits import MAX_COMMANDS_PER_APPEND
 from ledger_core.money import CurrencyTable
 from ledger_core.records import AccountRecord, AssetRecord, CommandResult, TokenRecord
 from ledger_core.settings import LedgerSettings
@@ -28,7 +29,11 @@ T = TypeVar("T")
 
 class Ledger:
     def __init__(
-        self, store: LedgerStore, *, clock: Clock = utc_now, max_commands_per_append: int = 2000
+        self,
+        store: LedgerStore,
+        *,
+        clock: Clock = utc_now,
+        max_commands_per_append: int = MAX_COMMANDS_PER_APPEND,
     ) -> None:
         self.store = store
         self.writer = Writer(store, clock=clock, max_commands_per_append=max_commands_per_append)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledger_core.limits import MAX_COMMANDS_PER_APPEND
+
 DEFAULT_DATABASE_URL = "sqlite:///ledger.db"
 
 
@@ -23,7 +25,9 @@ class LedgerSettings(BaseSettings):
     #: Bootstraps the first admin token of the HTTP API.
     admin_token: str | None = None
     #: Commands appended in one database transaction at most (group commit).
-    max_commands_per_append: int = Field(default=2000, ge=1, le=2000)
+    max_commands_per_append: int = Field(
+        default=MAX_COMMANDS_PER_APPEND, ge=1, le=MAX_COMMANDS_PER_APPEND
+    )
     #: PostgreSQL connection pool of the process.
     postgres_pool_size: int = Field(default=4, ge=1, le=64)
     postgres_max_overflow: int = Field(default=8, ge=0, le=64)

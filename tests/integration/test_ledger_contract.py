@@ -1148,3 +1148,49 @@ def test_spaces_past_the_cache_limit_are_dropped_and_reload_exactly(
     books[0].post(first_accounts[1], first_accounts[0], "5.00")
     assert books[0].posted(first_accounts[0]) == 0
     assert ledger.writer.call(lambda: len(ledger.writer.spaces)) == 2
+
+
+def test_the_writer_takes_at_most_max_commands_per_append_at_once(
+    database_url: str, clock: ManualClock
+) -> None:
+    """Settings accept 1..MAX_COMMANDS_PER_APPEND commands per append; a writer set to 2 with
+    five commands queued takes them two at a time (the limit reached, never passed), and every
+    one is answered."""
+    from pydantic import ValidationError
+
+    from ledger_core.limits import MAX_COMMANDS_PER_APPEND
+    from ledger_core.settings import LedgerSettings
+
+    assert LedgerSettings(max_commands_per_append=MAX_COMMANDS_PER_APPEND)
+    for refused in (0, MAX_COMMANDS_PER_APPEND + 1):
+        with pytest.raises(ValidationError):
+            LedgerSettings(max_commands_per_append=refused)
+    settings = LedgerSettings(database_url=database_url, max_commands_per_append=2)
+    with Ledger.open(settings=settings, clock=clock) as ledger:
+        book = Book(ledger)
+        cash, equity = book.open(), book.open("equity")
+        taken: list[int] = []
+        take = ledger.writer._take
+
+        def counted(*, block: bool) -> tuple[list[Any], bool]:
+            items, stop = take(block=block)
+            taken.append(len(items))
+            return items, stop
+
+        ledger.writer._take = counted  # type: ignore[method-assign]
+        started, hold = threading.Event(), threading.Event()
+
+        def held() -> None:
+            started.set()
+            hold.wait(timeout=30)
+
+        holder = threading.Thread(target=ledger.writer.call, args=(held,))
+        holder.start()  # the writer waits in this call while five commands queue up
+        assert started.wait(timeout=30)
+        futures = [ledger.writer.submit(book.posting(cash, equity, "1.00")) for _ in range(5)]
+        hold.set()
+        holder.join()
+        results = [future.result(timeout=30) for future in futures]
+        assert all(isinstance(result.outcome, PostingRecord) for result in results)
+        assert [size for size in taken if size] == [2, 2, 1]
+        assert book.posted(cash) == 500
