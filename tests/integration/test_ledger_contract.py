@@ -1194,3 +1194,40 @@ def test_the_writer_takes_at_most_max_commands_per_append_at_once(
         assert all(isinstance(result.outcome, PostingRecord) for result in results)
         assert [size for size in taken if size] == [2, 2, 1]
         assert book.posted(cash) == 500
+
+
+@pytest.mark.parametrize("conflicts", [3, 4])
+def test_append_conflicts_are_retried_up_to_max_append_attempts(
+    book: Book, monkeypatch: pytest.MonkeyPatch, conflicts: int
+) -> None:
+    """Another writer appending first makes the append fail (AppendConflict); the writer reloads
+    and decides again, MAX_APPEND_ATTEMPTS times in all after the first try. With the limit set
+    to 3: three conflicts in a row still record the posting (at the edge), four answer
+    `unavailable` (past it) and record nothing; the same key then records it once."""
+    import ledger_core.writer
+    from ledger_core.store import AppendConflict
+
+    monkeypatch.setattr(ledger_core.writer, "MAX_APPEND_ATTEMPTS", 3)
+    cash, equity = book.open(), book.open("equity")
+    store = book.ledger.store
+    append = store.append
+    remaining = [conflicts]
+
+    def conflicting(batch: Any) -> list[int]:
+        if remaining[0] > 0:
+            remaining[0] -= 1
+            raise AppendConflict("another writer appended first (simulated)")
+        return append(batch)
+
+    monkeypatch.setattr(store, "append", conflicting)
+    command = book.posting(cash, equity, "2.00", key="contested")
+    if conflicts <= 3:
+        assert isinstance(book.ledger.execute(command).outcome, PostingRecord)
+        assert book.posted(cash) == 200
+    else:
+        error = book.refused("unavailable", command)
+        assert "retry with the same key" in error.detail
+        assert book.posted(cash) == 0
+        recorded = book.ledger.execute(command)
+        assert not recorded.replayed and book.posted(cash) == 200
+    assert remaining == [0]
