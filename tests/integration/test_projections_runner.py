@@ -312,3 +312,31 @@ def test_a_batch_prepared_before_another_projector_moved_on_is_not_applied_twice
     incremental = dict(dump_tables(url))
     replay(url)
     assert dict(dump_tables(url)) == incremental
+
+
+def test_a_batch_applies_at_most_max_batch_events(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However large a batch is asked for, at most MAX_BATCH_EVENTS events are read and applied
+    in one transaction (bounding its memory): asked for exactly the limit, the limit; asked for
+    more, still the limit. The projections end up exactly as a replay builds them."""
+    from projections import tracking
+
+    _record_batches(story, 20, per_batch=10)
+    monkeypatch.setattr(tracking, "MAX_BATCH_EVENTS", 4)
+    url = story.runner.database.url
+    database = Database(url)
+    connection = database.connect()
+    try:
+        projections = story.runner.projections
+        assert tracking.apply_next_batch_together(database, connection, projections, limit=4) == 4
+        assert tracking.apply_next_batch_together(database, connection, projections, limit=50) == 4
+        assert tracking.apply_next_batch(database, connection, projections[0], limit=50) == 4
+    finally:
+        connection.close()
+    monkeypatch.undo()
+    story.project()
+    assert verify(url).ok
+    incremental = dict(dump_tables(url))
+    replay(url)
+    assert dict(dump_tables(url)) == incremental
