@@ -4,7 +4,7 @@ in its own process.
     python -m benchmarks.http_benchmark [--seconds N] [--server granian|uvicorn|both]
                                         [--loop uvloop|asyncio|both]
                                         [--projections separate|in-process|both]
-                                        [--pgbench-seconds N]
+                                        [--pgbench-seconds N] [--rounds N]
 
 For each server it creates a scratch PostgreSQL database, starts `ledger serve` as a subprocess
 (migrations applied) with the projections either as their own `ledger project` process (how
@@ -22,7 +22,10 @@ of `ledger serve` and of `ledger project` (all threads, from /proc) and how busy
 machine was during the cell (another load on a shared machine shows there), and the pgbench
 reference measured in the same run (`../shared/tools/pgbench-reference`) with each cell's ratio,
 against the targets: single postings >= 1.5x pgbench, batches >= 5x, GET account p99 < 20 ms.
-Figures go to benchmarks/results/http.json.
+The machine is shared and noisy: `--rounds N` measures every cell N times, each round followed
+by its own pgbench reference (each cell's ratio is to its own round's), and judges the targets
+on the medians over the rounds, with the spread of the ratios. Figures go to
+benchmarks/results/http.json.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import os
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -83,6 +87,8 @@ class Cell:
     latency_ms_max: float
     non_2xx: int
     socket_errors: int
+    #: Which round of `--rounds` measured it (0 for the first).
+    round: int = 0
     commands_per_batch: float | None = None
     #: CPU time (all threads) per request of `ledger serve` and of `ledger project`, and the
     #: share of the machine's CPU that was busy (any process) while the cell ran.
@@ -351,6 +357,81 @@ def judge(cells: list[Cell], reference_tps: float) -> None:
         cell.met = cell.met and cell.non_2xx == 0 and cell.socket_errors == 0
 
 
+@dataclass
+class Summary:
+    """One cell over its rounds: medians, the spread of the ratio, targets judged on medians."""
+
+    server: str
+    loop: str
+    projections: str
+    scenario: str
+    connections: int
+    rounds: int
+    requests_per_second: float
+    postings_per_second: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    non_2xx: int
+    ratio: float | None
+    ratio_min: float | None
+    ratio_max: float | None
+    target: str
+    met: bool
+
+
+def summarise(cells: list[Cell]) -> list[Summary]:
+    """Group the cells of every round by what they measured; medians over the rounds. A target
+    is met when the median meets it and no round had a non-2xx answer or a socket error."""
+    groups: dict[tuple[str, str, str, str], list[Cell]] = {}
+    for cell in cells:
+        key = (cell.server, cell.loop, cell.projections, cell.scenario)
+        groups.setdefault(key, []).append(cell)
+    summaries = []
+    for (server, loop, projections, scenario), rounds in groups.items():
+        ratios = [cell.ratio for cell in rounds if cell.ratio is not None]
+        summary = Summary(
+            server=server,
+            loop=loop,
+            projections=projections,
+            scenario=scenario,
+            connections=rounds[0].connections,
+            rounds=len(rounds),
+            requests_per_second=statistics.median(c.requests_per_second for c in rounds),
+            postings_per_second=statistics.median(c.postings_per_second for c in rounds),
+            latency_ms_p50=statistics.median(c.latency_ms_p50 for c in rounds),
+            latency_ms_p99=statistics.median(c.latency_ms_p99 for c in rounds),
+            non_2xx=sum(c.non_2xx + c.socket_errors for c in rounds),
+            ratio=statistics.median(ratios) if ratios else None,
+            ratio_min=min(ratios) if ratios else None,
+            ratio_max=max(ratios) if ratios else None,
+            target=rounds[0].target,
+            met=False,
+        )
+        if scenario == "posting":
+            summary.met = summary.ratio is not None and summary.ratio >= SINGLE_POSTING_TARGET_RATIO
+        elif scenario == "batch":
+            summary.met = summary.ratio is not None and summary.ratio >= BATCH_TARGET_RATIO
+        else:
+            summary.met = summary.latency_ms_p99 < READ_P99_TARGET_MS
+        summary.met = summary.met and summary.non_2xx == 0
+        summaries.append(summary)
+    return summaries
+
+
+def summary_table(summaries: list[Summary]) -> str:
+    headers = ["server", "loop", "projections", "cell", "conns", "rounds", "req/s",
+               "postings/s", "p50 ms", "p99 ms", "x pgbench", "x min", "x max", "target",
+               "met"]  # fmt: skip
+    rows = [
+        [s.server, s.loop, s.projections, s.scenario, s.connections, s.rounds,
+         s.requests_per_second, s.postings_per_second, s.latency_ms_p50, s.latency_ms_p99,
+         _or_nan(s.ratio), _or_nan(s.ratio_min), _or_nan(s.ratio_max), s.target,
+         "yes" if s.met else "NO"]
+        for s in summaries
+    ]  # fmt: skip
+    return common.format_table(headers, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=MEASURE_SECONDS)
@@ -358,32 +439,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projections", choices=[*PROJECTION_MODES, "both"], default="both")
     parser.add_argument("--loop", choices=[*LOOPS, "both"], default="uvloop")
     parser.add_argument("--pgbench-seconds", type=int, default=PGBENCH_SECONDS)
+    parser.add_argument("--rounds", type=int, default=1, help="measure every cell N times")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds is at least 1")
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
     servers = SERVERS if args.server == "both" else (args.server,)
     modes = PROJECTION_MODES if args.projections == "both" else (args.projections,)
     loops = LOOPS if args.loop == "both" else (args.loop,)
-    cells = [
-        cell
-        for server in servers
-        for loop in loops
-        for mode in modes
-        for cell in measure_server(server, mode, args.seconds, loop)
-    ]
-    reference = common.run_pgbench_reference(args.pgbench_seconds)
-    reference_tps = float(reference["pgbench_tpcb_16c_tps"])
-    judge(cells, reference_tps)
-    print(table(cells))
-    print(f"pgbench TPC-B 16 clients, same run: {reference_tps:,.0f} tps")
+    cells: list[Cell] = []
+    references: list[dict[str, Any]] = []
+    for round_number in range(args.rounds):
+        measured = [
+            cell
+            for server in servers
+            for loop in loops
+            for mode in modes
+            for cell in measure_server(server, mode, args.seconds, loop)
+        ]
+        reference = common.run_pgbench_reference(args.pgbench_seconds)
+        reference_tps = float(reference["pgbench_tpcb_16c_tps"])
+        for cell in measured:
+            cell.round = round_number
+        judge(measured, reference_tps)
+        if args.rounds > 1:
+            print(f"round {round_number + 1} of {args.rounds}")
+        print(table(measured))
+        print(f"pgbench TPC-B 16 clients, same run: {reference_tps:,.0f} tps", flush=True)
+        cells.extend(measured)
+        references.append(reference)
+    summaries = summarise(cells)
+    if args.rounds > 1:
+        print(f"medians over {args.rounds} rounds (each ratio to its own round's pgbench)")
+        print(summary_table(summaries))
     path = common.write_results(
         "http",
         {
             "benchmark": "http",
             "measured_at": common.utc_timestamp(),
             "cells": [asdict(cell) for cell in cells],
-            "reference": reference,
+            "summary": [asdict(summary) for summary in summaries],
+            "reference": references[-1],
+            "references": references,
             "machine": common.machine_info(with_postgres=True),
             "load_generator": f"wrk -t{WRK_THREADS}, {LUA_SCRIPT.name}",
         },

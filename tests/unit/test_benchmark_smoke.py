@@ -160,3 +160,33 @@ def test_percentile_is_nearest_rank() -> None:
     assert common.percentile(values, 0.99) == 99.0
     assert common.percentile(values, 1.0) == 100.0
     assert math.isnan(common.percentile([], 0.5))
+
+
+def test_http_rounds_are_summarised_by_medians_and_judged_on_them() -> None:
+    from benchmarks.http_benchmark import Cell, judge, summarise
+
+    def cell(scenario: str, rate: float, p99: float, round_number: int, non_2xx: int = 0) -> Cell:
+        return Cell(server="granian", loop="uvloop", projections="separate", scenario=scenario,
+                    connections=64, seconds=10.0, requests=int(rate * 10),
+                    requests_per_second=rate, postings_per_second=rate if scenario != "account"
+                    else 0.0, latency_ms_p50=p99 / 2, latency_ms_p99=p99, latency_ms_max=p99,
+                    non_2xx=non_2xx, socket_errors=0, round=round_number)  # fmt: skip
+
+    rounds = []
+    for number, (reference, posting, p99) in enumerate([(1000, 1400, 25), (1000, 1600, 18),
+                                                         (2000, 3100, 19)]):  # fmt: skip
+        measured = [cell("posting", posting, 40, number), cell("account", 4000, p99, number)]
+        judge(measured, reference)
+        rounds.extend(measured)
+    by_scenario = {summary.scenario: summary for summary in summarise(rounds)}
+    posting = by_scenario["posting"]
+    # ratios 1.4, 1.6, 1.55 (each to its own round's reference): the median meets 1.5x
+    assert posting.rounds == 3 and posting.postings_per_second == 1600
+    assert (posting.ratio_min, posting.ratio, posting.ratio_max) == (1.4, 1.55, 1.6)
+    assert posting.met
+    account = by_scenario["account"]
+    assert account.latency_ms_p99 == 19 and account.met and account.ratio is None
+    # A non-2xx answer in any round fails the cell, whatever the medians say.
+    rounds.append(cell("account", 4000, 10, 3, non_2xx=1))
+    judge(rounds[-1:], 1000)
+    assert not {s.scenario: s for s in summarise(rounds)}["account"].met
