@@ -96,8 +96,10 @@ def accounts_by_keys_query(keys: Sequence[tuple[UUID, UUID]]) -> tuple[str, tupl
     account id) pairs at once (rows for `ReadModels.account_view`; a missing pair gives no
     row). For callers that run it on their own connections, such as the API's batched reads
     on asyncio connections."""
-    spaces = ",".join([str(space_id) for space_id, _ in keys])
-    accounts = ",".join([str(account_id) for _, account_id in keys])
+    # 32 hex digits: PostgreSQL reads a uuid without its hyphens too, and `.hex` is one format
+    # where `str()` is a format, four slices and a join (it showed in GET account's profile).
+    spaces = ",".join([space_id.hex for space_id, _ in keys])
+    accounts = ",".join([account_id.hex for _, account_id in keys])
     return _ACCOUNTS_BY_KEYS, (spaces, accounts)
 
 
