@@ -89,3 +89,20 @@ def test_default_detail_is_the_first_docstring_line() -> None:
     assert errors.InsufficientFunds().detail == (
         "The posting would take an account's available balance below minus its overdraft limit."
     )
+
+
+def test_the_readme_lists_every_code_beyond_api_md_with_its_status() -> None:
+    """A client reads API.md's table; every other code the API can answer is in the README,
+    with its status, so none reaches a client undocumented."""
+    import re
+    from pathlib import Path
+
+    from api.problems import STATUS_BY_CODE
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    beyond = set(STATUS_BY_CODE) - ALL_API_CODES - {"unauthenticated", "forbidden"}
+    assert beyond, "the README's list would be empty: drop this test and the README's note"
+    for code in sorted(beyond):
+        listed = re.search(rf"(\d{{3}})\s+`{re.escape(code)}`", readme)
+        assert listed is not None, f"{code} is not in the README with its status"
+        assert int(listed.group(1)) == STATUS_BY_CODE[code], code
