@@ -21,6 +21,7 @@ from litestar.types import ExceptionHandlersMap
 
 from api.request_id import request_id_of
 from ledger_core import errors
+from projections.db import is_transient
 
 logger = logging.getLogger("api")
 
@@ -176,7 +177,21 @@ def http_exception_response(
 
 
 def internal_error_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
-    """A bug: log everything, tell the client nothing but the request id to quote."""
+    """A bug: log everything, tell the client nothing but the request id to quote. Except when
+    the database is unreachable or busy for now (a read's connection lost, PostgreSQL
+    restarting, no pooled connection free): that is 503 `unavailable` with Retry-After, as on
+    the write path, so clients retry instead of reporting a bug; logged as a warning."""
+    if is_transient(error):
+        logger.warning(
+            "database unavailable answering %s %s (request %s): %s",
+            request.method,
+            request.url.path,
+            request_id_of(request.scope),
+            error,
+        )
+        return problem_response(
+            request, "unavailable", "the database is unavailable for now; retry shortly"
+        )
     logger.error(
         "unhandled error answering %s %s (request %s)",
         request.method,

@@ -3,10 +3,13 @@ down), request ids and the who-and-where recorded in events, and the operations 
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 from litestar.testing import TestClient
 
@@ -51,6 +54,53 @@ def test_an_unexpected_error_is_a_generic_500(database_url: str) -> None:
     assert "hunter2" not in response.text and "Traceback" not in response.text
     assert set(body) == {"type", "title", "status", "detail", "code"}
     assert response.headers["x-request-id"]
+
+
+class UnreachableReadModels:
+    """A read model whose database went away (a lost connection, a restarting server, a locked
+    SQLite file): the errors the drivers raise for it."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+
+        return fail
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.OperationalError("server closed the connection unexpectedly"),
+        psycopg.InterfaceError("the connection is closed"),
+        sqlite3.OperationalError("database is locked"),
+    ],
+)
+def test_a_read_while_the_database_is_unreachable_is_503_not_a_bug(
+    database_url: str, error: Exception
+) -> None:
+    read_models: Any = UnreachableReadModels(error)
+    app = create_app(settings_for(database_url), read_models=read_models, run_projections=False)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    api_logger = logging.getLogger("api")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = Api(client)
+        space = api.open_space()
+        api_logger.addHandler(handler)
+        try:
+            response = api.get(f"/v1/spaces/{space}", wait=False)
+        finally:
+            api_logger.removeHandler(handler)
+    problem_of(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert "closed" not in response.text and "locked" not in response.text
+    assert [record.levelno for record in records] == [logging.WARNING]
+    assert "database unavailable" in records[0].getMessage()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
