@@ -352,3 +352,40 @@ def test_head_is_get_without_the_body(api: Api, book: Book) -> None:
     assert client.head("/v1/spaces", headers=api.headers()).status_code == 405  # POST only
     text = client.get("/metrics").text
     assert 'ledger_http_requests_total{method="HEAD",route="/health",status="200"} 1.0' in text
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_connections_killed_under_the_api_give_503s_then_it_recovers(
+    api: Api, book: Book, database_url: str
+) -> None:
+    """Every connection the app holds to PostgreSQL is terminated (a failover, a restart): the
+    next requests answer their result or 503 `unavailable`, never a 500, and within seconds
+    reads and writes work again, with nothing lost or doubled."""
+    account = book.account_path(book.checking)
+    api.record(book.space, book.checking, book.salary, "10.00")
+    assert api.ok(api.get(account), 200)["balances"]["posted"] == "10.00"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert killed is not None and killed[0] >= 3  # writer, projections, reads at least
+    statuses: list[int] = []
+    deadline = time.monotonic() + 30
+    recorded = False
+    while time.monotonic() < deadline:
+        read = api.get(account, wait=False)
+        body = api.posting_body(book.checking, book.salary, "1.00")
+        write = api.post(book.postings, body, key="after-the-kill")  # one key: never doubled
+        statuses += [read.status_code, write.status_code]
+        for response in (read, write):
+            if response.status_code == 503:
+                problem_of(response, 503, "unavailable")
+        if write.status_code == 201:
+            recorded = True
+        if recorded and read.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert recorded and set(statuses) <= {200, 201, 503}, statuses
+    settled = api.ok(api.get(account), 200)
+    assert settled["balances"]["posted"] == "11.00"
