@@ -203,6 +203,12 @@ class _Plan:
         return len(self.batch.events) - 1
 
 
+#: What a caller is told when its batch failed: the cause (a driver's message can name hosts,
+#: ports and users) goes to the log, not to the caller.
+_FAILED_DETAIL: Final = "the ledger failed to decide this command (logged); retry with the same key"
+_DATABASE_DETAIL: Final = "the database is unavailable for now; retry with the same key"
+
+
 class Writer:
     def __init__(
         self,
@@ -406,18 +412,18 @@ class Writer:
         logger.error("ledger writer failed a batch", exc_info=error)
         for request in requests:
             request.reset()
-            request.error = errors.Unavailable(f"the ledger failed: {error}")
+            request.error = errors.Unavailable(_FAILED_DETAIL)
         self._drop_touched()
         self._deliver(requests)
 
     def _guarded(self, work: Callable[[], None], requests: list[_Request] | None = None) -> None:
         try:
             work()
-        except Exception as error:  # a bug or a database failure: no caller waits forever
+        except Exception:  # a bug or a database failure: no caller waits forever
             logger.exception("ledger writer failed a batch")
             for request in requests or []:
                 if not _is_done(request):
-                    request.error = errors.Unavailable(f"the ledger failed: {error}")
+                    request.error = errors.Unavailable(_FAILED_DETAIL)
                     request.answer = None
             self._drop_touched()
             if requests:
@@ -464,7 +470,8 @@ class Writer:
                 continue
             except StoreUnavailable as error:
                 self._forget(states)
-                self._fail(live, errors.Unavailable(f"the database failed: {error}"))
+                logger.warning("the ledger's database failed a batch: %s", error)
+                self._fail(live, errors.Unavailable(_DATABASE_DETAIL))
                 self._deliver(requests)
                 return
             for space_id, state in plan.new_spaces.items():

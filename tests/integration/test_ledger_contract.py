@@ -10,6 +10,7 @@ equal to the live one.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -1231,3 +1232,32 @@ def test_append_conflicts_are_retried_up_to_max_append_attempts(
         recorded = book.ledger.execute(command)
         assert not recorded.replayed and book.posted(cash) == 200
     assert remaining == [0]
+
+
+def test_a_database_failure_tells_the_caller_to_retry_and_logs_the_cause(
+    book: Book, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database failing an append is `unavailable` with a detail that names no host, port
+    or user (a driver's message can), and the cause is logged; nothing is recorded, and the
+    same key works once the database is back."""
+    from ledger_core.store import StoreUnavailable
+
+    cash, equity = book.open(), book.open("equity")
+    store = book.ledger.store
+    append = store.append
+    failing = [True]
+
+    def unavailable(batch: Any) -> list[int]:
+        if failing[0]:
+            raise StoreUnavailable('connection to server at "db.internal" failed: user=ledger')
+        return append(batch)
+
+    monkeypatch.setattr(store, "append", unavailable)
+    command = book.posting(cash, equity, "3.00", key="while-down")
+    with caplog.at_level(logging.WARNING, logger="ledger_core.writer"):
+        error = book.refused("unavailable", command)
+    assert "db.internal" not in error.detail and "retry with the same key" in error.detail
+    assert any("db.internal" in record.getMessage() for record in caplog.records)
+    assert book.posted(cash) == 0
+    failing[0] = False
+    assert not book.ledger.execute(command).replayed and book.posted(cash) == 300
