@@ -209,6 +209,14 @@ _FAILED_DETAIL: Final = "the ledger failed to decide this command (logged); retr
 _DATABASE_DETAIL: Final = "the database is unavailable for now; retry with the same key"
 
 
+def _failed(cause: Exception, detail: str = _FAILED_DETAIL) -> errors.Unavailable:
+    """`unavailable` for a caller whose batch failed: the detail says what to do; the cause is
+    chained (`__cause__`) for code that calls the ledger, and never shown over HTTP."""
+    error = errors.Unavailable(detail)
+    error.__cause__ = cause
+    return error
+
+
 class Writer:
     def __init__(
         self,
@@ -412,18 +420,18 @@ class Writer:
         logger.error("ledger writer failed a batch", exc_info=error)
         for request in requests:
             request.reset()
-            request.error = errors.Unavailable(_FAILED_DETAIL)
+            request.error = _failed(error)
         self._drop_touched()
         self._deliver(requests)
 
     def _guarded(self, work: Callable[[], None], requests: list[_Request] | None = None) -> None:
         try:
             work()
-        except Exception:  # a bug or a database failure: no caller waits forever
+        except Exception as error:  # a bug or a database failure: no caller waits forever
             logger.exception("ledger writer failed a batch")
             for request in requests or []:
                 if not _is_done(request):
-                    request.error = errors.Unavailable(_FAILED_DETAIL)
+                    request.error = _failed(error)
                     request.answer = None
             self._drop_touched()
             if requests:
@@ -471,7 +479,7 @@ class Writer:
             except StoreUnavailable as error:
                 self._forget(states)
                 logger.warning("the ledger's database failed a batch: %s", error)
-                self._fail(live, errors.Unavailable(_DATABASE_DETAIL))
+                self._fail(live, _failed(error, _DATABASE_DETAIL))
                 self._deliver(requests)
                 return
             for space_id, state in plan.new_spaces.items():

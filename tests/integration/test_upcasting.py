@@ -204,7 +204,12 @@ def test_ledger_refuses_a_space_with_an_unknown_topic(database_url: str) -> None
             ledger.load_space(space_id)
         with pytest.raises(UnknownEventTopic, match="AccountRenamed/v1"):
             ledger.inspect(space_id, state_fingerprint)
-        with pytest.raises(errors.Unavailable, match="AccountRenamed/v1"):
+        with pytest.raises(errors.Unavailable, match="retry with the same key") as refused:
             ledger.execute(
                 cmd.FreezeAccount(idempotency_key="f", space_id=space_id, account_id=uuid4())
             )
+        # The caller is told what to do; the cause is chained for code (and logged), never
+        # put in the detail an HTTP client sees.
+        assert "AccountRenamed" not in refused.value.detail
+        assert isinstance(refused.value.__cause__, UnknownEventTopic)
+        assert "AccountRenamed/v1" in str(refused.value.__cause__)
