@@ -7,14 +7,41 @@ command groups, with help text and option parsing we would otherwise write by ha
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import click
 
 from api.cli_projections import migrate, project, replay, status, verify
 from api.demo import demo
 from api.serve import serve, token
+from projections.db import is_transient
+
+#: The exit status of a command that could not reach its database (1 is `verify`'s mismatches).
+DATABASE_UNAVAILABLE_EXIT: Final = 3
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class DatabaseUnavailable(click.ClickException):
+    exit_code = DATABASE_UNAVAILABLE_EXIT
+
+
+class LedgerGroup(click.Group):
+    """The commands, with one answer for a database that is down, unreachable or locked: a line
+    saying so and what to check, exit status 3, instead of a driver's traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise DatabaseUnavailable(
+                f"the database is unreachable or busy ({reason}); check LEDGER_DATABASE_URL "
+                "and that the server is running"
+            ) from error
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ledger-core")
 def main() -> None:
     """An event-sourced double-entry ledger (LEDGER_DATABASE_URL selects the database)."""
