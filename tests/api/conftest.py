@@ -6,7 +6,9 @@ key unless told otherwise, and reads wait (`Ledger-Min-Position`) for the last w
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +31,21 @@ def settings_for(database_url: str, **overrides: Any) -> LedgerSettings:
     }
     values.update(overrides)
     return LedgerSettings(**values)
+
+
+@contextlib.contextmanager
+def api_log_records() -> Iterator[list[logging.LogRecord]]:
+    """The records the app's "api" logger emits inside the block, as they are emitted (pytest's
+    caplog sees them only if and when they reach the root logger)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    api_logger = logging.getLogger("api")
+    api_logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        api_logger.removeHandler(handler)
 
 
 class Api:

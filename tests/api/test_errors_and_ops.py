@@ -17,7 +17,7 @@ from api.app import create_app
 from api.metrics import METRICS_CONTENT_TYPE
 from ledger_core.ledger import Ledger
 from projections.db import Database
-from tests.api.conftest import Api, Book, settings_for
+from tests.api.conftest import Api, Book, api_log_records, settings_for
 from tests.api.test_commands import problem_of
 
 
@@ -84,18 +84,11 @@ def test_a_read_while_the_database_is_unreachable_is_503_not_a_bug(
 ) -> None:
     read_models: Any = UnreachableReadModels(error)
     app = create_app(settings_for(database_url), read_models=read_models, run_projections=False)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    api_logger = logging.getLogger("api")
     with TestClient(app, raise_server_exceptions=False) as client:
         api = Api(client)
         space = api.open_space()
-        api_logger.addHandler(handler)
-        try:
+        with api_log_records() as records:
             response = api.get(f"/v1/spaces/{space}", wait=False)
-        finally:
-            api_logger.removeHandler(handler)
     problem_of(response, 503, "unavailable")
     assert response.headers["retry-after"] == "1"
     assert "closed" not in response.text and "locked" not in response.text

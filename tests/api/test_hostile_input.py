@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from api.problems import CLIENT_CLOSED_REQUEST_STATUS
-from tests.api.conftest import Api, Book
+from tests.api.conftest import Api, Book, api_log_records
 from tests.api.test_commands import problem_of
 
 
@@ -120,15 +120,8 @@ def test_a_client_gone_before_its_body_arrived_is_no_error_and_nothing_is_stored
     body = json.dumps(api.posting_body(book.groceries, book.card, "3.00")).encode()
     headers = [*api.headers("gone-halfway").items(), ("Content-Type", "application/json")]
     halfway = {"type": "http.request", "body": body[: len(body) // 2], "more_body": True}
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    api_logger = logging.getLogger("api")
-    api_logger.addHandler(handler)
-    try:
+    with api_log_records() as records:
         sent = _raw_asgi(api, book.postings, headers, [halfway, {"type": "http.disconnect"}])
-    finally:
-        api_logger.removeHandler(handler)
     assert sent[0]["status"] == CLIENT_CLOSED_REQUEST_STATUS
     assert [record.levelno for record in records] == [logging.INFO]
     assert "went away" in records[0].getMessage()
