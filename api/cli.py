@@ -13,24 +13,34 @@ import click
 
 from api.cli_projections import migrate, project, replay, status, verify
 from api.demo import demo
-from api.serve import serve, token
+from api.serve import keygen, serve, token
+from ledger_core.crypto import EncryptionKeyError
 from projections.db import is_transient
 
 #: The exit status of a command that could not reach its database (1 is `verify`'s mismatches).
 DATABASE_UNAVAILABLE_EXIT: Final = 3
+#: The exit status of a command given encryption keys that are malformed or not the database's.
+ENCRYPTION_KEY_EXIT: Final = 4
 
 
 class DatabaseUnavailable(click.ClickException):
     exit_code = DATABASE_UNAVAILABLE_EXIT
 
 
+class EncryptionKeyRefused(click.ClickException):
+    exit_code = ENCRYPTION_KEY_EXIT
+
+
 class LedgerGroup(click.Group):
-    """The commands, with one answer for a database that is down, unreachable or locked: a line
-    saying so and what to check, exit status 3, instead of a driver's traceback."""
+    """The commands, with one answer for a database that is down, unreachable or locked (a line
+    saying so and what to check, exit status 3) and for encryption keys that do not fit (a line,
+    exit status 4), instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except EncryptionKeyError as error:
+            raise EncryptionKeyRefused(str(error)) from error
         except Exception as error:
             if not is_transient(error):
                 raise
@@ -50,6 +60,7 @@ def main() -> None:
 main.add_command(demo)
 main.add_command(serve)
 main.add_command(token)
+main.add_command(keygen)
 main.add_command(migrate)
 main.add_command(project)
 main.add_command(status)

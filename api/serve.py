@@ -68,8 +68,10 @@ def serve(host: str, port: int, no_projections: bool, server: str, loop: str) ->
 
     settings = LedgerSettings()
     apply_migrations(settings.database_url)
-    if _is_empty(settings):
+    if _check_keys(settings):
         click.echo(first_start_message(settings, host, port))
+    if not settings.encryption_key:
+        click.echo(UNENCRYPTED_WARNING, err=True)
     app = create_app(settings, run_projections=not no_projections)
     app.on_startup.append(tune_garbage_collector)
     click.echo(f"serving the ledger API on http://{host}:{port} (docs: /schema)")
@@ -141,11 +143,25 @@ async def _serve_granian(app: Any, host: str, port: int) -> None:
     await server.serve()
 
 
-def _is_empty(settings: LedgerSettings) -> bool:
+#: What `ledger serve` says on standard error when it runs without encryption keys.
+UNENCRYPTED_WARNING: Final = (
+    "warning: LEDGER_ENCRYPTION_KEY is not set: names, descriptions, merchants and metadata are "
+    "stored unencrypted. `ledger keygen` prints a key; keep it safe, the data it encrypts cannot "
+    "be read without it."
+)
+
+
+def _check_keys(settings: LedgerSettings) -> bool:
+    """Refuse encryption keys that are malformed or cannot open what the database holds (before
+    the server starts, so the operator reads one line, not a failed startup); return whether
+    the database is empty."""
+    from ledger_core.crypto import Cipher, check_store_keys
     from ledger_core.store import open_store
 
+    cipher = Cipher.from_setting(settings.encryption_key)
     store = open_store(settings.database_url, create_tables=True)
     try:
+        check_store_keys(cipher, store.key_ids())
         return store.max_position() == 0
     finally:
         store.close()
@@ -186,10 +202,18 @@ def first_start_message(settings: LedgerSettings, host: str, port: int) -> str:
             "secret, or create one in another terminal (it is printed once):\n"
             "  TOKEN=$(ledger token create --role admin)"
         )
+    if settings.encryption_key:
+        key_step = ""
+    else:
+        key_step = (
+            "To encrypt names, descriptions, merchants and metadata at rest, stop now and restart\n"
+            "with a key (keep it: what it encrypts cannot be read without it):\n"
+            "  export LEDGER_ENCRYPTION_KEY=$(ledger keygen)\n"
+        )
     commands = f"BASE={base}" + FIRST_POSTING_COMMANDS
     indented = "\n".join("  " + line for line in commands.strip().splitlines())
     return (
-        f"The ledger database is empty ({settings.database_url}).\n{token_step}\n"
+        f"The ledger database is empty ({settings.database_url}).\n{key_step}{token_step}\n"
         f"{FIRST_POSTING_HEADING}\n{indented}\nThe API is described at {base}/schema."
     )
 
@@ -216,3 +240,12 @@ def create_token(role: str, spaces: tuple[uuid.UUID, ...]) -> None:
             )
         )
     click.echo(value)
+
+
+@click.command()
+def keygen() -> None:
+    """Print a new encryption key for LEDGER_ENCRYPTION_KEY (AES-256, base64). To rotate, put
+    the new key first and keep the old ones after it: LEDGER_ENCRYPTION_KEY=new,old."""
+    from ledger_core.crypto import generate_key
+
+    click.echo(generate_key())

@@ -22,6 +22,7 @@ from api.account_reader import AccountReader
 from api.auth import hash_token
 from api.limits import READ_THREADS
 from api.metrics import Metrics
+from ledger_core.crypto import Cipher
 from ledger_core.ledger import Ledger
 from ledger_core.settings import LedgerSettings
 
@@ -70,7 +71,7 @@ class Services:
         if self.settings.admin_token:
             self.admin_token_hash = hash_token(self.settings.admin_token)
         self._ledger = self.ledger_given or Ledger.open(settings=self.settings)
-        self._read_models = self.read_models_given or _open_read_models(url)
+        self._read_models = self.read_models_given or _open_read_models(url, self._ledger.cipher)
         self.read_executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ledger-read")
         self.account_reader = AccountReader(
             self._read_models,
@@ -146,13 +147,14 @@ class Services:
         return max(0, self._ledger.store.max_position() - applied)
 
 
-def _open_read_models(url: str) -> ReadModels:
-    """The read models, on a database migrated to the current schema."""
+def _open_read_models(url: str, cipher: Cipher) -> ReadModels:
+    """The read models, on a database migrated to the current schema, opening sealed text with
+    the ledger's cipher."""
     from migrations import apply_migrations
     from projections.queries import ReadModels
 
     apply_migrations(url)
-    return ReadModels(url)
+    return ReadModels(url, cipher=cipher)
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:

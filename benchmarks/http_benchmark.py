@@ -17,6 +17,9 @@ benchmarks/http_benchmark.lua (each request its own Idempotency-Key) for three c
 - `batch`: batches of 100 postings, POST .../postings/batch, at 8 connections;
 - `account`: GET .../accounts/{id} at 64 connections (after the projections caught up).
 
+The server runs with a fresh `LEDGER_ENCRYPTION_KEY`, as production should: account names and
+every command's stored answer are sealed (AES-256-GCM) and opened on reads.
+
 It prints requests/s, postings/s, p50/p99 latency and non-2xx answers, the CPU time per request
 of `ledger serve` and of `ledger project` (all threads, from /proc) and how busy the whole
 machine was during the cell (another load on a shared machine shows there), and the pgbench
@@ -50,6 +53,7 @@ from typing import Any, Final
 import httpx
 
 from benchmarks import common
+from ledger_core.crypto import generate_key
 
 LUA_SCRIPT: Final = Path(__file__).resolve().parent / "http_benchmark.lua"
 SERVERS: Final = ("granian", "uvicorn")
@@ -124,7 +128,13 @@ def running_server(
     """`ledger serve` (and `ledger project` when the projections run separately) as
     subprocesses; yields the API's base URL and their process ids."""
     port = free_port()
-    environment = dict(os.environ, LEDGER_DATABASE_URL=database_url, LEDGER_ADMIN_TOKEN=token)
+    environment = dict(
+        os.environ,
+        LEDGER_DATABASE_URL=database_url,
+        LEDGER_ADMIN_TOKEN=token,
+        # As in production: names and stored answers sealed (README, "Encryption at rest").
+        LEDGER_ENCRYPTION_KEY=generate_key(),
+    )
     serve = [*LEDGER, "serve", "--port", str(port), "--server", server, "--loop", loop]
     if projections == "separate":
         serve.append("--no-projections")

@@ -5,14 +5,22 @@ decodes straight into its frozen Struct (the fast path); an older version is dec
 mapping, upcast one version at a time by `events.UPCASTERS`, then converted. msgspec encodes
 UUID, date and datetime exactly, and amounts are integers, so nothing is lost in a round trip.
 It measured faster than eventsourcing's stock JSON transcoder (see the write benchmark notes).
+
+Sensitive text is sealed on the way in and opened on the way out (`ledger_core.crypto`): the
+fields of `SEALED_FIELDS` in events, and a command's stored answer whole. Decoding without the
+ledger's cipher (the projections, the audit) leaves sealed text sealed: it is still text of the
+same type, so every decoder reads it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from ledger_core import events as ev
+from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.events import EVENT_TYPES, UPCASTERS, Event, event_topic
 from ledger_core.records import Outcome
 
@@ -24,17 +32,70 @@ _outcome_decoder: msgspec.json.Decoder[Outcome] = msgspec.json.Decoder(Outcome) 
 _topics: dict[type[Event], str] = {cls: event_topic(cls) for cls in EVENT_TYPES.values()}
 
 
+#: How a sealed field holds its text: one text, an optional text, or a metadata mapping (its
+#: values sealed one by one, its keys clear).
+TEXT, OPTIONAL_TEXT, METADATA = "text", "optional", "metadata"
+_POSTING_FIELDS = (("description", TEXT), ("merchant", OPTIONAL_TEXT), ("metadata", METADATA))
+#: The fields of each event that hold sensitive text (DESIGN.md: names, descriptions,
+#: merchants, metadata).
+SEALED_FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
+    ev.SpaceOpened: (("name", TEXT),),
+    ev.AssetRegistered: (("name", TEXT),),
+    ev.AccountOpened: (("name", TEXT), ("metadata", METADATA)),
+    ev.AccountUpdated: (("name", TEXT), ("metadata", METADATA)),
+    ev.PostingRecorded: _POSTING_FIELDS,
+    ev.PostingDeclined: _POSTING_FIELDS,
+}
+
+
 class UnknownEventTopic(ValueError):
     """A stored event's topic names no event type this version of the ledger knows."""
 
 
-def encode_event(event: Event) -> tuple[str, bytes]:
-    """(topic, state bytes) of an event."""
+def encode_event(event: Event, cipher: Cipher = CLEAR) -> tuple[str, bytes]:
+    """(topic, state bytes) of an event, its sensitive text sealed with `cipher`."""
+    if cipher.enabled:
+        fields = SEALED_FIELDS.get(type(event))
+        if fields is not None:
+            event = _sealed(event, fields, cipher)
     return _topics[type(event)], _encoder.encode(event)
 
 
-def decode_event(topic: str, state: bytes) -> Event:
-    """The event stored under `topic`, upcast to the current schema version if older."""
+def _sealed(event: Event, fields: tuple[tuple[str, str], ...], cipher: Cipher) -> Event:
+    return _with_texts(event, fields, cipher.seal, cipher.seal_metadata)
+
+
+def _opened(event: Event, cipher: Cipher) -> Event:
+    fields = SEALED_FIELDS.get(type(event))
+    if fields is None:
+        return event
+    return _with_texts(event, fields, cipher.open, cipher.open_metadata)
+
+
+def _with_texts(
+    event: Event,
+    fields: tuple[tuple[str, str], ...],
+    text: Callable[[str], str],
+    metadata: Callable[[dict[str, str]], dict[str, str]],
+) -> Event:
+    """`event` with `text` (or `metadata`) applied to each of its non-empty `fields`."""
+    changes: dict[str, Any] = {}
+    for name, kind in fields:
+        value = getattr(event, name)
+        if value is msgspec.UNSET or value is None or not value:
+            continue
+        changes[name] = metadata(value) if kind == METADATA else text(value)
+    return msgspec.structs.replace(event, **changes) if changes else event
+
+
+def decode_event(topic: str, state: bytes, cipher: Cipher | None = None) -> Event:
+    """The event stored under `topic`, upcast to the current schema version if older; its
+    sealed text opened with `cipher`, or left sealed without one."""
+    event = _decode_event(topic, state)
+    return event if cipher is None or not cipher.enabled else _opened(event, cipher)
+
+
+def _decode_event(topic: str, state: bytes) -> Event:
     decoder = _decoders.get(topic)
     if decoder is not None:
         event: Event = decoder.decode(state)
@@ -64,9 +125,11 @@ def event_to_builtins(event: Event) -> dict[str, Any]:
     return result
 
 
-def encode_outcome(outcome: Outcome) -> bytes:
-    return _encoder.encode(outcome)
+def encode_outcome(outcome: Outcome, cipher: Cipher = CLEAR) -> bytes:
+    """A command's answer as stored with its key: sealed whole (it holds names, descriptions
+    and metadata)."""
+    return cipher.seal_blob(_encoder.encode(outcome))
 
 
-def decode_outcome(data: bytes) -> Outcome:
-    return _outcome_decoder.decode(data)
+def decode_outcome(data: bytes, cipher: Cipher = CLEAR) -> Outcome:
+    return _outcome_decoder.decode(cipher.open_blob(data))

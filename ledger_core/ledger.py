@@ -16,6 +16,7 @@ from uuid import UUID
 
 from ledger_core import errors
 from ledger_core.commands import Command
+from ledger_core.crypto import CLEAR, Cipher, check_store_keys
 from ledger_core.limits import MAX_COMMANDS_PER_APPEND
 from ledger_core.money import CurrencyTable
 from ledger_core.records import AccountRecord, AssetRecord, CommandResult, TokenRecord
@@ -34,9 +35,18 @@ class Ledger:
         *,
         clock: Clock = utc_now,
         max_commands_per_append: int = MAX_COMMANDS_PER_APPEND,
+        cipher: Cipher = CLEAR,
     ) -> None:
+        """Raises `EncryptionKeyMissing` (closing nothing: the store is the caller's) when the
+        store holds text sealed with a key `cipher` lacks."""
+        check_store_keys(cipher, store.key_ids())
+        if cipher.enabled:
+            store.register_key_id(cipher.key_ids[0])
         self.store = store
-        self.writer = Writer(store, clock=clock, max_commands_per_append=max_commands_per_append)
+        self.cipher = cipher
+        self.writer = Writer(
+            store, clock=clock, max_commands_per_append=max_commands_per_append, cipher=cipher
+        )
         self.writer.start()
 
     @classmethod
@@ -55,8 +65,18 @@ class Ledger:
                 "pool_size": settings.postgres_pool_size,
                 "max_overflow": settings.postgres_max_overflow,
             }
+        cipher = Cipher.from_setting(settings.encryption_key)
         store = open_store(database_url, create_tables=True, **options)
-        return cls(store, clock=clock, max_commands_per_append=settings.max_commands_per_append)
+        try:
+            return cls(
+                store,
+                clock=clock,
+                max_commands_per_append=settings.max_commands_per_append,
+                cipher=cipher,
+            )
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.writer.stop()

@@ -18,9 +18,9 @@ class LedgerSettings(BaseSettings):
     #: `sqlite:///path` (relative to the working directory; `sqlite:////abs/path` for absolute)
     #: or `postgresql://user:password@host:port/dbname`.
     database_url: str = DEFAULT_DATABASE_URL
-    #: A server secret. Today: the key from which the API derives tokens on `POST /v1/tokens`
-    #: (so a replay answers the same token without storing it). Reserved for the AES-256-GCM
-    #: encryption of sensitive text at rest (DESIGN.md), which is not implemented yet.
+    #: The AES-256-GCM key(s) that seal sensitive text at rest (`ledger_core.crypto`): base64 of
+    #: 32 bytes, comma-separated to rotate (the first seals). Unset: text is stored as it comes.
+    #: Also the secret the API derives tokens from on `POST /v1/tokens`.
     encryption_key: str | None = None
     #: Bootstraps the first admin token of the HTTP API.
     admin_token: str | None = None

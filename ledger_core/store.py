@@ -26,6 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 from urllib.parse import unquote, urlparse
 from uuid import UUID
@@ -56,6 +57,15 @@ from psycopg.rows import tuple_row
 
 EVENTS_TABLE = "ledger_events"
 SNAPSHOTS_TABLE = "ledger_snapshots"
+#: The ids of the encryption keys that have sealed anything in this store (`ledger_core.crypto`).
+KEYS_TABLE: Final = "ledger_keys"
+#: Its DDL, the same on both databases (created by the store and by migration m0004).
+KEYS_DDL: Final = f"""
+CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (
+    key_id TEXT PRIMARY KEY CHECK (length(key_id) = 8),
+    first_used_at TEXT NOT NULL
+)
+"""
 COMMANDS_TABLE = "ledger_commands"
 #: The scope of global idempotency keys (`/v1/spaces`, `/v1/assets`, tokens).
 GLOBAL_SCOPE = UUID(int=0)
@@ -119,6 +129,10 @@ class LedgerStore:
     `snapshots`), the same on both databases."""
 
     kind = "abstract"
+    #: The driver's parameter placeholder.
+    _mark: str
+    #: eventsourcing's datastore of the backend (connections and transactions).
+    datastore: Any
     events: ApplicationRecorder
     snapshots: AggregateRecorder
 
@@ -157,6 +171,22 @@ class LedgerStore:
 
     def max_position(self) -> int:
         return self.events.max_notification_id() or 0
+
+    def key_ids(self) -> set[str]:
+        """The ids of the encryption keys that have sealed values in this store."""
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT key_id FROM {KEYS_TABLE}")
+            # PostgreSQL's datastore gives mappings, SQLite's tuples.
+            return {row["key_id"] if isinstance(row, dict) else row[0] for row in cursor.fetchall()}
+
+    def register_key_id(self, key_id: str) -> None:
+        """Record that the key `key_id` seals values in this store from now on."""
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                f"INSERT INTO {KEYS_TABLE} (key_id, first_used_at) VALUES ({self._mark}, "
+                f"{self._mark}) ON CONFLICT (key_id) DO NOTHING",
+                (key_id, datetime.now(UTC).isoformat()),
+            )
 
     def stream_ids(self) -> list[UUID]:
         """Every stream's id (spaces and the assets stream)."""
@@ -304,6 +334,7 @@ class PostgresLocation:
 
 
 class PostgresLedgerStore(LedgerStore):
+    _mark = "%s"
     kind = "postgresql"
     events: PostgresApplicationRecorder
     snapshots: PostgresAggregateRecorder
@@ -342,6 +373,7 @@ class PostgresLedgerStore(LedgerStore):
                 self.snapshots.create_table()
                 with self.datastore.transaction(commit=True) as cursor:
                     cursor.execute(_PG_COMMANDS_DDL)
+                    cursor.execute(KEYS_DDL)
                     cursor.execute(_PG_APPEND_FUNCTION_DDL)
             finally:
                 connection.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK_ID,))
@@ -496,6 +528,7 @@ def _hex(value: UUID | None) -> str | None:
 
 
 class SQLiteLedgerStore(LedgerStore):
+    _mark = "?"
     kind = "sqlite"
     events: SQLiteApplicationRecorder
     snapshots: SQLiteAggregateRecorder
@@ -515,6 +548,7 @@ class SQLiteLedgerStore(LedgerStore):
         self.snapshots.create_table()
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(_SQLITE_COMMANDS_DDL)
+            cursor.execute(KEYS_DDL)
 
     def append(self, batch: AppendBatch) -> list[int]:
         events_sql = f"INSERT INTO {EVENTS_TABLE} VALUES (?,?,?,?)"

@@ -36,6 +36,7 @@ from ledger_core import commands as cmd
 from ledger_core import errors, rules
 from ledger_core import events as ev
 from ledger_core.codec import decode_event, decode_outcome, encode_event, encode_outcome
+from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.limits import (
     MAX_APPEND_ATTEMPTS,
     MAX_ASSET_NAME_LENGTH,
@@ -189,8 +190,9 @@ class _Flight:
 class _Plan:
     """What one attempt at a batch will append."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, cipher: Cipher) -> None:
         self.now = now
+        self.cipher = cipher
         self.today: date = now.date()
         self.batch = AppendBatch()
         self.new_spaces: dict[UUID, SpaceState] = {}
@@ -198,7 +200,7 @@ class _Plan:
     def add_event(self, state: SpaceState, event: ev.Event) -> int:
         """Apply `event` to `state` as its next version and queue it; return its index."""
         state.apply(event)
-        topic, payload = encode_event(event)
+        topic, payload = encode_event(event, self.cipher)
         self.batch.events.append(NewEvent(state.space_id, state.version, topic, payload))
         return len(self.batch.events) - 1
 
@@ -224,9 +226,12 @@ class Writer:
         *,
         clock: Clock = utc_now,
         max_commands_per_append: int = MAX_COMMANDS_PER_APPEND,
+        cipher: Cipher = CLEAR,
     ) -> None:
         self.store = store
         self.clock = clock
+        #: Seals sensitive text on its way to the store and opens it on its way back.
+        self.cipher = cipher
         self.max_commands_per_append = max_commands_per_append
         self.global_state = GlobalState()
         self.currencies = CurrencyTable(self.global_state.assets)
@@ -359,7 +364,7 @@ class Writer:
             live = [r for r in requests if self._admit(r)]
             states = self._states_for(live)
             live = [r for r in live if r.error is None]
-            plan = _Plan(self.clock())
+            plan = _Plan(self.clock(), self.cipher)
             self._prefetch_postings(live, states)
             for state in states.values():
                 self._expire_due(state, plan)
@@ -461,7 +466,7 @@ class Writer:
                 request.reset()
             states = self._states_for(live)
             live = [r for r in live if r.error is None]
-            plan = _Plan(now)
+            plan = _Plan(now, self.cipher)
             self._prefetch_postings(live, states)
             for state in states.values():
                 self._expire_due(state, plan)
@@ -577,7 +582,8 @@ class Writer:
                 # even when this body would be a not-found: look it up before answering that.
                 found = self.store.command_rows(scope_id, [row_id]).get(row_id)
                 if found is not None and found.fingerprint is not None and found.outcome:
-                    stored = KeyAnswer(found.fingerprint, decode_outcome(found.outcome), found)
+                    outcome = decode_outcome(found.outcome, self.cipher)
+                    stored = KeyAnswer(found.fingerprint, outcome, found)
                     _answer_known(request, stored, fingerprint)
                     return
                 request.error = error
@@ -588,7 +594,7 @@ class Writer:
             if row.event_index is None:  # a success that records nothing (freeze a frozen one)
                 self._check_fresh(space_id, scope_state)
             request.error = _refusal_error_of(outcome)
-        row.outcome = encode_outcome(outcome)
+        row.outcome = encode_outcome(outcome, self.cipher)
         plan.batch.command_rows.append(row)
         request.answer = KeyAnswer(fingerprint, outcome, row)
         scope_state.remember_key(row_id, request.answer)
@@ -1008,7 +1014,7 @@ class Writer:
         """Record the expiry of every due hold in the loaded spaces (writer thread only)."""
         targets = {s.space_id: s for s in (self.spaces.values() if states is None else states)}
         for _attempt in range(MAX_APPEND_ATTEMPTS):
-            plan = _Plan(self.clock())
+            plan = _Plan(self.clock(), self.cipher)
             for state in targets.values():
                 self._expire_due(state, plan)
             try:
@@ -1032,7 +1038,7 @@ class Writer:
         for stored in self.store.stream(
             ev.GLOBAL_STREAM_ID, after_version=self.global_state.version
         ):
-            self.global_state.apply(decode_event(stored.topic, stored.state))
+            self.global_state.apply(decode_event(stored.topic, stored.state, self.cipher))
 
     def _space(self, space_id: UUID) -> SpaceState | None:
         state = self.spaces.get(space_id)
@@ -1047,10 +1053,14 @@ class Writer:
     def load_space(self, space_id: UUID) -> SpaceState | None:
         """A space's state from its latest snapshot and the events after it (None: no space)."""
         snapshot = self.store.latest_snapshot(space_id)
-        state = decode_snapshot(snapshot.state) if snapshot is not None else SpaceState(space_id)
+        state = (
+            decode_snapshot(self.cipher.open_blob(snapshot.state))
+            if snapshot is not None
+            else SpaceState(space_id)
+        )
         self.snapshot_versions[space_id] = state.version
         for stored in self.store.stream(space_id, after_version=state.version):
-            event = decode_event(stored.topic, stored.state)
+            event = decode_event(stored.topic, stored.state, self.cipher)
             if state.version == 0 and not isinstance(event, ev.SpaceOpened):
                 return None
             state.apply(event)
@@ -1083,7 +1093,8 @@ class Writer:
             assert scope_state is not None
             for row_id, row in self.store.command_rows(scope_id, ids).items():
                 if row.fingerprint is not None and row.outcome is not None:
-                    answer = KeyAnswer(row.fingerprint, decode_outcome(row.outcome), row)
+                    outcome = decode_outcome(row.outcome, self.cipher)
+                    answer = KeyAnswer(row.fingerprint, outcome, row)
                     scope_state.remember_key(row_id, answer)
 
     def _prefetch_postings(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
@@ -1108,7 +1119,7 @@ class Writer:
                 stored = self.store.stream_event(space_id, row.posting_version)
                 if stored is None:
                     continue
-                event = decode_event(stored.topic, stored.state)
+                event = decode_event(stored.topic, stored.state, self.cipher)
                 entries = getattr(event, "entries", ())
                 state.recent_postings[posting_id] = PostingInfo(
                     row.posting_status, row.posting_version, entries, row.reversed_by
@@ -1123,7 +1134,7 @@ class Writer:
                         originator_id=state.space_id,
                         originator_version=state.version,
                         topic=SNAPSHOT_TOPIC,
-                        state=encode_snapshot(state),
+                        state=self.cipher.seal_blob(encode_snapshot(state)),
                     )
                 )
                 self.snapshot_versions[state.space_id] = state.version

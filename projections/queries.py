@@ -35,6 +35,7 @@ from uuid import UUID
 import msgspec
 
 from ledger_core.codec import decode_event, event_to_builtins
+from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.errors import InvalidRequest
 from ledger_core.events import GLOBAL_STREAM_ID
 from ledger_core.store import COMMANDS_TABLE
@@ -161,9 +162,15 @@ class ReadModels:
     """Reads of the projections of one database. Close it when done."""
 
     def __init__(
-        self, database_url: str, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        database_url: str,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cipher: Cipher = CLEAR,
     ) -> None:
         self.database = Database(database_url)
+        #: Opens the sealed text the read tables hold (`ledger_core.crypto`).
+        self.cipher = cipher
         self.dialect = self.database.dialect
         self._clock = clock
         self._local = threading.local()
@@ -277,7 +284,12 @@ class ReadModels:
         row = rows[0]
         recorded_at = self.dialect.to_timestamp(row[3])
         assert recorded_at is not None
-        return SpaceView(id=space_id, name=row[1], base_currency=row[2], recorded_at=recorded_at)
+        return SpaceView(
+            id=space_id,
+            name=self.cipher.open(row[1]),
+            base_currency=row[2],
+            recorded_at=recorded_at,
+        )
 
     def account(self, space_id: UUID, account_id: UUID) -> AccountView | None:
         rows = self._fetch(
@@ -331,7 +343,7 @@ class ReadModels:
             id=account_id,
             space_id=space_id,
             position=row[2],
-            name=row[3],
+            name=self.cipher.open(row[3]),
             type=row[4],
             subtype=row[5],
             currency=row[6],
@@ -339,7 +351,7 @@ class ReadModels:
             normal_balance=row[8],
             status=row[9],
             overdraft_limit_minor=row[10],
-            metadata=decode_metadata(row[11]),
+            metadata=self.cipher.open_metadata(decode_metadata(row[11])),
             balances=_balances(row[8], row[12], row[13], row[14]),
         )
 
@@ -519,11 +531,11 @@ class ReadModels:
                 )
                 for e in decode_entries(row[4])
             ),
-            description=row[5],
+            description=self.cipher.open(row[5]),
             effective_date=dialect.to_date(row[6]),  # type: ignore[arg-type]
-            merchant=row[7],
+            merchant=self.cipher.open_optional(row[7]),
             category_id=dialect.to_uuid(row[8]),
-            metadata=decode_metadata(row[9]),
+            metadata=self.cipher.open_metadata(decode_metadata(row[9])),
             pending=bool(row[10]),
             expires_at=expires_at,
             recorded_at=dialect.to_timestamp(row[12]),  # type: ignore[arg-type]
@@ -556,7 +568,7 @@ class ReadModels:
                 TrialBalanceRow(
                     account_id=dialect.to_uuid(row[0]),  # type: ignore[arg-type]
                     code=row[1],
-                    name=row[2],
+                    name=self.cipher.open(row[2]),
                     type=row[3],
                     currency=row[4],
                     debit_minor=debit,
@@ -586,7 +598,7 @@ class ReadModels:
         rows = self._event_rows(after, limit + 1)
         items: list[EventView] = []
         for row in rows[:limit]:
-            event = decode_event(row.topic, row.state)
+            event = decode_event(row.topic, row.state, self.cipher)
             data = event_to_builtins(event)
             items.append(
                 EventView(

@@ -64,6 +64,12 @@ class Api:
         other.last_position = self.last_position
         return other
 
+    def as_client(self, client: TestClient[Litestar]) -> Api:
+        """The same token on another app (a restart), reading what this one wrote."""
+        other = Api(client, self.token)
+        other.last_position = self.last_position
+        return other
+
     def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
         headers = dict(extra)
         if self.token is not None:

@@ -1,0 +1,218 @@
+"""Encryption at rest of sensitive text (DESIGN.md): AES-256-GCM with `cryptography`.
+
+What is sealed: the names of spaces, accounts and assets, posting descriptions and merchants,
+and metadata values (keys stay clear: they are field names, not content) in every event;
+the stored answers of commands (`ledger_commands.outcome`) and the snapshots of spaces, whole.
+The projections copy sealed text into the read tables as it is (they never need the plaintext,
+so they need no key and a replay stays byte-identical); the API opens it when it answers.
+
+Keys come from `LEDGER_ENCRYPTION_KEY`: one or more keys of 32 random bytes, base64 (as
+`ledger keygen` prints them), separated by commas. The first seals; all of them open, so a key is
+rotated by putting a new one first and keeping the old ones (the log is append-only: what an old
+key sealed stays sealed with it). Each sealed value names its key by a short id, and the store
+records the id of every key that has sealed (`ledger_keys`): opening a store that holds sealed
+data without its keys is refused (`EncryptionKeyMissing`), never answered with garbage, and no
+key is ever generated implicitly.
+
+A sealed text is `ldgenc1.<key id>.<base64url(nonce | ciphertext | tag)>`; a sealed blob is the
+same prefix in bytes followed by the raw nonce, ciphertext and tag. The empty text stays empty
+(it tells nothing). A value without the prefix of one of our keys is clear text written before
+encryption was turned on, and reads as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+#: AES-256: a key is 32 bytes.
+KEY_BYTES: Final = 32
+#: GCM's standard nonce, drawn at random for every value sealed.
+NONCE_BYTES: Final = 12
+#: Keys `LEDGER_ENCRYPTION_KEY` may list (the current one and those it replaced).
+MAX_KEYS: Final = 16
+#: The prefix of every sealed value (its format version is the "1").
+SEAL_PREFIX: Final = "ldgenc1."
+_SEAL_PREFIX_BYTES: Final = SEAL_PREFIX.encode("ascii")
+#: A key id: hex of the first 4 bytes of HMAC-SHA256(key, KEY_ID_LABEL).
+KEY_ID_CHARS: Final = 8
+KEY_ID_LABEL: Final = b"ledger encryption key id"
+#: Associated data bound into every tag: a value sealed by another program with the same key
+#: does not open here.
+_ASSOCIATED_DATA: Final = b"ledger-core sealed value v1"
+_HEADER_CHARS: Final = len(SEAL_PREFIX) + KEY_ID_CHARS + 1
+
+
+class EncryptionKeyError(Exception):
+    """The encryption keys given do not fit (malformed, or not the store's)."""
+
+
+class EncryptionKeyInvalid(EncryptionKeyError):
+    """`LEDGER_ENCRYPTION_KEY` is not a list of base64 32-byte keys."""
+
+
+class EncryptionKeyMissing(EncryptionKeyError):
+    """The store holds values sealed with keys that were not given."""
+
+
+class SealBroken(Exception):
+    """A sealed value that does not open with its key: altered or corrupt."""
+
+
+def generate_key() -> str:
+    """A fresh random key, as `LEDGER_ENCRYPTION_KEY` takes it."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+
+
+def key_id(key: bytes) -> str:
+    return hmac.new(key, KEY_ID_LABEL, hashlib.sha256).hexdigest()[:KEY_ID_CHARS]
+
+
+def parse_keys(setting: str) -> list[bytes]:
+    """The keys of a `LEDGER_ENCRYPTION_KEY` value (base64, standard or URL-safe alphabet,
+    comma-separated, the sealing key first)."""
+    texts = [text.strip() for text in setting.split(",")]
+    if not texts or any(not text for text in texts):
+        raise EncryptionKeyInvalid(
+            "LEDGER_ENCRYPTION_KEY is one or more base64 keys separated by commas "
+            "(`ledger keygen` prints a new one)"
+        )
+    if len(texts) > MAX_KEYS:
+        raise EncryptionKeyInvalid(f"LEDGER_ENCRYPTION_KEY lists at most {MAX_KEYS} keys")
+    keys = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            key = base64.b64decode(
+                text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True
+            )
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != KEY_BYTES:
+            raise EncryptionKeyInvalid(
+                f"key {number} of LEDGER_ENCRYPTION_KEY is not {KEY_BYTES} bytes in base64 "
+                "(`ledger keygen` prints a new one)"
+            )
+        keys.append(key)
+    if len({key_id(key) for key in keys}) != len(keys):
+        raise EncryptionKeyInvalid("LEDGER_ENCRYPTION_KEY lists the same key twice")
+    return keys
+
+
+class Cipher:
+    """Seals and opens values with the keys given; with no keys it is the identity (clear text,
+    for a ledger run without `LEDGER_ENCRYPTION_KEY`)."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        self._keys = {key_id(key): AESGCM(key) for key in keys}
+        self.key_ids: tuple[str, ...] = tuple(self._keys)
+        self.enabled = bool(keys)
+        self._sealing_id = self.key_ids[0] if keys else ""
+        self._sealing = self._keys[self._sealing_id] if keys else None
+        self._text_header = f"{SEAL_PREFIX}{self._sealing_id}."
+        self._blob_header = self._text_header.encode("ascii")
+
+    @classmethod
+    def from_setting(cls, setting: str | None) -> Cipher:
+        return cls(parse_keys(setting) if setting else [])
+
+    # Text --------------------------------------------------------------------------------------
+
+    def seal(self, text: str) -> str:
+        if self._sealing is None or not text:
+            return text
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._sealing.encrypt(nonce, text.encode("utf-8"), _ASSOCIATED_DATA)
+        return self._text_header + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def seal_optional(self, text: str | None) -> str | None:
+        return None if text is None else self.seal(text)
+
+    def seal_metadata(self, metadata: Mapping[str, str]) -> dict[str, str]:
+        return {key: self.seal(value) for key, value in metadata.items()}
+
+    def open(self, text: str) -> str:
+        aead = self._aead_of(text)
+        if aead is None:
+            return text
+        try:
+            raw = base64.urlsafe_b64decode(text[_HEADER_CHARS:])
+        except (binascii.Error, ValueError) as error:
+            raise SealBroken("a sealed value is not base64") from error
+        return self._open_raw(aead, raw).decode("utf-8")
+
+    def open_optional(self, text: str | None) -> str | None:
+        return None if text is None else self.open(text)
+
+    def open_metadata(self, metadata: Mapping[str, str]) -> dict[str, str]:
+        return {key: self.open(value) for key, value in metadata.items()}
+
+    # Blobs -------------------------------------------------------------------------------------
+
+    def seal_blob(self, data: bytes) -> bytes:
+        if self._sealing is None:
+            return data
+        nonce = os.urandom(NONCE_BYTES)
+        return self._blob_header + nonce + self._sealing.encrypt(nonce, data, _ASSOCIATED_DATA)
+
+    def open_blob(self, data: bytes) -> bytes:
+        if not data.startswith(_SEAL_PREFIX_BYTES):
+            return data
+        aead = self._aead_of(data[:_HEADER_CHARS].decode("ascii", "replace"))
+        if aead is None:
+            raise EncryptionKeyMissing(
+                f"a stored value is sealed with key {self._id_in(data)}, which "
+                "LEDGER_ENCRYPTION_KEY does not list"
+            )
+        return self._open_raw(aead, data[_HEADER_CHARS:])
+
+    # -------------------------------------------------------------------------------------------
+
+    def _aead_of(self, text: str) -> AESGCM | None:
+        """The key that sealed `text`, or None if it is clear text."""
+        if not text.startswith(SEAL_PREFIX) or len(text) < _HEADER_CHARS:
+            return None
+        return self._keys.get(text[len(SEAL_PREFIX) : len(SEAL_PREFIX) + KEY_ID_CHARS])
+
+    @staticmethod
+    def _open_raw(aead: AESGCM, raw: bytes) -> bytes:
+        try:
+            return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _ASSOCIATED_DATA)
+        except (InvalidTag, ValueError) as error:
+            raise SealBroken(
+                "a sealed value does not open with its key: altered or corrupt"
+            ) from error
+
+    @staticmethod
+    def _id_in(data: bytes) -> str:
+        return data[len(SEAL_PREFIX) : len(SEAL_PREFIX) + KEY_ID_CHARS].decode("ascii", "replace")
+
+
+#: The cipher of a ledger run without keys: seals nothing, opens clear text as it is.
+CLEAR: Final = Cipher([])
+
+
+def check_store_keys(cipher: Cipher, registered: set[str]) -> None:
+    """Refuse keys that cannot open what the store holds: every key id the store has recorded
+    as having sealed must be among the cipher's."""
+    missing = sorted(registered - set(cipher.key_ids))
+    if not missing:
+        return
+    if not cipher.enabled:
+        raise EncryptionKeyMissing(
+            "this database holds encrypted text: set LEDGER_ENCRYPTION_KEY to its key "
+            f"(key id {', '.join(missing)}); a new key would not open it"
+        )
+    raise EncryptionKeyMissing(
+        f"this database holds text encrypted with key id {', '.join(missing)}, which "
+        f"LEDGER_ENCRYPTION_KEY (key ids {', '.join(cipher.key_ids)}) does not list; "
+        "keep every earlier key after the current one"
+    )
