@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from collections.abc import Mapping
 from typing import Final
 
@@ -38,6 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 KEY_BYTES: Final = 32
 #: GCM's standard nonce, drawn at random for every value sealed.
 NONCE_BYTES: Final = 12
+#: Nonces drawn from the operating system at once (see `_Nonces`).
+NONCES_PER_DRAW: Final = 4096
 #: Keys `LEDGER_ENCRYPTION_KEY` may list (the current one and those it replaced).
 MAX_KEYS: Final = 16
 #: The prefix of every sealed value (its format version is the "1").
@@ -50,6 +53,35 @@ KEY_ID_LABEL: Final = b"ledger encryption key id"
 #: does not open here.
 _ASSOCIATED_DATA: Final = b"ledger-core sealed value v1"
 _HEADER_CHARS: Final = len(SEAL_PREFIX) + KEY_ID_CHARS + 1
+
+
+class _Nonces:
+    """Random nonces, drawn from the operating system's generator `NONCES_PER_DRAW` at a time.
+    `os.urandom` releases the GIL: called once per value in the writer thread, each call waited
+    for the GIL to come back (measured 0.6-1.3 ms per seal with a busy event loop beside it,
+    against 2.7 us alone). Each nonce is still 96 fresh random bits; a forked child discards
+    the draw it inherited, so two processes never share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._draw = b""
+        self._offset = 0
+
+    def next(self) -> bytes:
+        with self._lock:
+            offset = self._offset
+            if offset >= len(self._draw):
+                self._draw, offset = os.urandom(NONCE_BYTES * NONCES_PER_DRAW), 0
+            self._offset = offset + NONCE_BYTES
+            return self._draw[offset : offset + NONCE_BYTES]
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()
+        self._draw, self._offset = b"", 0
+
+
+_nonces = _Nonces()
+os.register_at_fork(after_in_child=_nonces.forget)
 
 
 class EncryptionKeyError(Exception):
@@ -129,7 +161,7 @@ class Cipher:
     def seal(self, text: str) -> str:
         if self._sealing is None or not text:
             return text
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = _nonces.next()
         sealed = self._sealing.encrypt(nonce, text.encode("utf-8"), _ASSOCIATED_DATA)
         return self._text_header + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
@@ -160,7 +192,7 @@ class Cipher:
     def seal_blob(self, data: bytes) -> bytes:
         if self._sealing is None:
             return data
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = _nonces.next()
         return self._blob_header + nonce + self._sealing.encrypt(nonce, data, _ASSOCIATED_DATA)
 
     def open_blob(self, data: bytes) -> bytes:

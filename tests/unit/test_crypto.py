@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from datetime import UTC, date, datetime
 from uuid import uuid4
 
@@ -23,6 +24,8 @@ from ledger_core.crypto import (
     CLEAR,
     KEY_BYTES,
     MAX_KEYS,
+    NONCE_BYTES,
+    NONCES_PER_DRAW,
     SEAL_PREFIX,
     Cipher,
     EncryptionKeyInvalid,
@@ -179,3 +182,26 @@ def test_stored_answers_are_sealed_whole() -> None:
     stored = encode_outcome(record, cipher)
     assert b"Smith" not in stored and decode_outcome(stored, cipher) == record
     assert decode_outcome(encode_outcome(record)) == record
+
+
+def _nonce_of(sealed_blob: bytes) -> bytes:
+    start = len(SEAL_PREFIX) + 9
+    return sealed_blob[start : start + NONCE_BYTES]
+
+
+def test_nonces_never_repeat_within_a_process_or_across_a_fork() -> None:
+    cipher = _cipher(generate_key())
+    count = NONCES_PER_DRAW * 2 + 3  # across draws from the operating system
+    nonces = {_nonce_of(cipher.seal_blob(b"x")) for _ in range(count)}
+    assert len(nonces) == count
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child seals from the draw it inherited: it must not reuse it
+        os.write(write_end, _nonce_of(cipher.seal_blob(b"x")))
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read_end, NONCE_BYTES)
+    os.close(read_end)
+    os.close(write_end)
+    assert from_child != _nonce_of(cipher.seal_blob(b"x"))
+    assert from_child not in nonces
