@@ -83,8 +83,30 @@ def status() -> None:
         click.echo(
             f"{item.name:<12} {item.position:>12} {item.lag:>10} {item.generation:>10}  {state}"
         )
+    click.echo(encryption_line(_database_url(), LedgerSettings().encryption_key))
     if failed:
         raise SystemExit(1)
+
+
+def encryption_line(database_url: str, setting: str | None) -> str:
+    """`ledger status`'s line on encryption at rest: which keys sealed text here, and whether
+    LEDGER_ENCRYPTION_KEY lists them all."""
+    from ledger_core.crypto import Cipher
+    from projections.status import sealing_key_ids
+
+    cipher = Cipher.from_setting(setting)
+    sealed_by = sorted(sealing_key_ids(database_url))
+    given = ", ".join(cipher.key_ids) or "none"
+    if not sealed_by:
+        if not cipher.enabled:
+            return "encryption: off (LEDGER_ENCRYPTION_KEY is not set; text is stored as it comes)"
+        return f"encryption: on from the next write (key {cipher.key_ids[0]}); nothing sealed yet"
+    missing = [key for key in sealed_by if key not in cipher.key_ids]
+    state = f"MISSING {', '.join(missing)}" if missing else "all given"
+    return (
+        f"encryption: text sealed with key(s) {', '.join(sealed_by)}; "
+        f"LEDGER_ENCRYPTION_KEY lists {given}: {state}"
+    )
 
 
 @click.command()

@@ -25,6 +25,23 @@ class ProjectionStatus:
     failed_at: datetime | None
 
 
+def sealing_key_ids(database_url: str) -> set[str]:
+    """The ids of the encryption keys that have sealed text in this database (`ledger_keys`;
+    none before the table exists)."""
+    from ledger_core.store import KEYS_TABLE
+
+    database = Database(database_url)
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        if not database.table_exists(cursor, KEYS_TABLE):
+            return set()
+        cursor.execute(f"SELECT key_id FROM {KEYS_TABLE}")
+        return {row[0] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
 def projection_statuses(database_url: str) -> tuple[int, list[ProjectionStatus]]:
     """(head position, the status of each registered projection)."""
     database = Database(database_url)

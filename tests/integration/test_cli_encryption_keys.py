@@ -13,6 +13,7 @@ from ledger_core import commands as cmd
 from ledger_core.crypto import Cipher
 from ledger_core.ledger import Ledger
 from ledger_core.settings import LedgerSettings
+from migrations import apply_migrations
 
 
 def test_keygen_prints_a_fresh_valid_key() -> None:
@@ -56,3 +57,23 @@ def test_serve_without_a_key_says_text_is_stored_unencrypted(sqlite_url: str) ->
     assert result.exit_code == 0 and run_server.called
     assert "LEDGER_ENCRYPTION_KEY is not set" in result.output
     assert "export LEDGER_ENCRYPTION_KEY=$(ledger keygen)" in result.output  # first start
+
+
+def test_status_tells_whether_text_is_sealed_and_with_which_keys(database_url: str) -> None:
+    def status_line(key: str | None) -> str:
+        env = {"LEDGER_DATABASE_URL": database_url, "LEDGER_ENCRYPTION_KEY": key or ""}
+        result = CliRunner().invoke(main, ["status"], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output.strip().splitlines()[-1]
+
+    apply_migrations(database_url)
+    with Ledger.open(settings=LedgerSettings(database_url=database_url)):
+        pass  # the store's tables, no key
+    assert status_line(None).startswith("encryption: off")
+    key = CliRunner().invoke(main, ["keygen"]).output.strip()
+    key_id = Cipher.from_setting(key).key_ids[0]
+    assert "nothing sealed yet" in status_line(key)
+    with Ledger.open(settings=LedgerSettings(database_url=database_url, encryption_key=key)):
+        pass  # opening with a key records it
+    assert status_line(key).endswith(f"lists {key_id}: all given")
+    assert status_line(None).endswith(f"lists none: MISSING {key_id}")
