@@ -41,8 +41,10 @@ from hypothesis.stateful import (
 
 from ledger_core import Ledger, errors
 from ledger_core import commands as cmd
+from ledger_core.crypto import generate_key
 from ledger_core.money import format_amount
 from ledger_core.records import AccountRecord, CommandResult, PostingRecord
+from ledger_core.settings import LedgerSettings
 from ledger_core.state import SpaceState, state_fingerprint
 
 EXPONENTS = {"USD": 2, "JPY": 0}
@@ -617,9 +619,15 @@ class LedgerMachine(RuleBasedStateMachine):
         assert state_fingerprint(reloaded) == self.fingerprint()
 
 
-def run_machine(url: str, ledgers: int = 1, max_examples: int | None = None) -> None:
+def run_machine(
+    url: str,
+    ledgers: int = 1,
+    max_examples: int | None = None,
+    encryption_key: str | None = None,
+) -> None:
     clock = ManualClock()
-    opened = [Ledger.open(url, clock=clock) for _ in range(ledgers)]
+    ledger_settings = LedgerSettings(database_url=url, encryption_key=encryption_key)
+    opened = [Ledger.open(url, settings=ledger_settings, clock=clock) for _ in range(ledgers)]
     try:
         machine: Callable[[], LedgerMachine] = type(
             "LedgerMachineOn" + url.partition(":")[0].title(),
@@ -666,14 +674,15 @@ def test_ledger_state_machine_with_tiny_memory(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same machine with snapshots every few events and tiny in-memory windows, so captures,
-    voids, reversals and retries constantly need what only the store still holds."""
+    voids, reversals and retries constantly need what only the store still holds; and with an
+    encryption key, so what it reads back (snapshots, events, stored answers) was sealed."""
     import ledger_core.state
     import ledger_core.writer
 
     monkeypatch.setattr(ledger_core.writer, "SNAPSHOT_INTERVAL_EVENTS", 7)
     monkeypatch.setattr(ledger_core.state, "RECENT_POSTINGS_PER_SPACE", 2)
     monkeypatch.setattr(ledger_core.state, "RECENT_KEYS_PER_SPACE", 3)
-    run_machine(sqlite_url)
+    run_machine(sqlite_url, encryption_key=generate_key())
 
 
 @pytest.mark.slow
