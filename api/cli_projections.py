@@ -21,10 +21,14 @@ def _database_url() -> str:
 
 @click.command()
 def migrate() -> None:
-    """Apply the schema migrations not applied yet (a no-op when up to date)."""
+    """Apply the schema migrations not applied yet (a no-op when up to date) and create the event
+    store's tables if missing, so every table exists before the ledger first runs."""
+    from ledger_core.store import open_store
     from migrations import apply_migrations
 
-    applied = apply_migrations(_database_url())
+    url = _database_url()
+    applied = apply_migrations(url)
+    open_store(url, create_tables=True).close()
     if applied:
         for migration_id in applied:
             click.echo(f"applied {migration_id}")
@@ -89,8 +93,9 @@ def status() -> None:
 
 
 def encryption_line(database_url: str, setting: str | None) -> str:
-    """`ledger status`'s line on encryption at rest: which keys sealed text here, and whether
-    LEDGER_ENCRYPTION_KEY lists them all."""
+    """`ledger status`'s line on encryption at rest: the keys the database has recorded (every
+    key the ledger has run with: what they sealed needs them), and whether LEDGER_ENCRYPTION_KEY
+    lists them all."""
     from ledger_core.crypto import Cipher
     from projections.status import sealing_key_ids
 
@@ -100,11 +105,14 @@ def encryption_line(database_url: str, setting: str | None) -> str:
     if not sealed_by:
         if not cipher.enabled:
             return "encryption: off (LEDGER_ENCRYPTION_KEY is not set; text is stored as it comes)"
-        return f"encryption: on from the next write (key {cipher.key_ids[0]}); nothing sealed yet"
+        return (
+            f"encryption: on (key {cipher.key_ids[0]}), recorded in the database when the "
+            "ledger first opens with it"
+        )
     missing = [key for key in sealed_by if key not in cipher.key_ids]
     state = f"MISSING {', '.join(missing)}" if missing else "all given"
     return (
-        f"encryption: text sealed with key(s) {', '.join(sealed_by)}; "
+        f"encryption: the database needs key(s) {', '.join(sealed_by)}; "
         f"LEDGER_ENCRYPTION_KEY lists {given}: {state}"
     )
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from litestar import Litestar, Request
 
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: What the token secret is derived for, from the encryption key (`Services.token_secret`).
+TOKEN_SECRET_LABEL: Final = b"ledger api token secret"
+
 
 @dataclass
 class Services:
@@ -48,6 +51,7 @@ class Services:
     read_executor: ThreadPoolExecutor | None = None
     account_reader: AccountReader | None = None
     admin_token_hash: str | None = field(default=None)
+    _token_secret: str | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -63,8 +67,13 @@ class Services:
 
     @property
     def token_secret(self) -> str | None:
-        """The server secret tokens issued over HTTP are derived from (see auth.derived_token)."""
-        return self.settings.encryption_key or self.settings.admin_token
+        """The server secret tokens issued over HTTP are derived from (see auth.derived_token):
+        derived from the oldest encryption key (so a key rotation changes no replayed token),
+        else LEDGER_ADMIN_TOKEN."""
+        if self._token_secret is None:
+            cipher = Cipher.from_setting(self.settings.encryption_key)
+            self._token_secret = cipher.derived_secret(TOKEN_SECRET_LABEL) or ""
+        return self._token_secret or self.settings.admin_token
 
     def start(self) -> None:
         url = self.settings.database_url

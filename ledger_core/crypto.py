@@ -16,8 +16,19 @@ key is ever generated implicitly.
 
 A sealed text is `ldgenc1.<key id>.<base64url(nonce | ciphertext | tag)>`; a sealed blob is the
 same prefix in bytes followed by the raw nonce, ciphertext and tag. The empty text stays empty
-(it tells nothing). A value without the prefix of one of our keys is clear text written before
-encryption was turned on, and reads as it is.
+(it tells nothing). A value without the prefix is clear text written before encryption was
+turned on, and reads as it is; a value with it is opened or refused (`EncryptionKeyMissing`,
+`SealBroken`), never answered sealed. (So clear text that happened to start with `ldgenc1.`,
+written before a key was set, would be refused: the prefix is the price of telling them apart.)
+
+Limits of the scheme, stated: nonces are random (96 bits), so one key should seal at most about
+2^32 values (NIST SP 800-38D), about a billion postings at one to four sealed values each:
+rotate long before. The associated data is constant, so someone who can write to the database
+could move a sealed value from one row to another undetected (confidentiality at rest is the
+goal, not integrity against a database writer). A command's fingerprint
+(`ledger_commands.fingerprint`, for idempotency) is an unkeyed hash of the whole request, so
+someone holding the database can test a guess of a low-entropy field together with all the clear
+ones.
 """
 
 from __future__ import annotations
@@ -96,7 +107,7 @@ class EncryptionKeyMissing(EncryptionKeyError):
     """The store holds values sealed with keys that were not given."""
 
 
-class SealBroken(Exception):
+class SealBroken(EncryptionKeyError):
     """A sealed value that does not open with its key: altered or corrupt."""
 
 
@@ -145,6 +156,7 @@ class Cipher:
 
     def __init__(self, keys: list[bytes]) -> None:
         self._keys = {key_id(key): AESGCM(key) for key in keys}
+        self._oldest_key = keys[-1] if keys else b""
         self.key_ids: tuple[str, ...] = tuple(self._keys)
         self.enabled = bool(keys)
         self._sealing_id = self.key_ids[0] if keys else ""
@@ -155,6 +167,14 @@ class Cipher:
     @classmethod
     def from_setting(cls, setting: str | None) -> Cipher:
         return cls(parse_keys(setting) if setting else [])
+
+    def derived_secret(self, label: bytes) -> str | None:
+        """A secret for another purpose (HMAC-SHA256 of `label` under the oldest key, the last
+        listed: rotating keys by putting a new one first leaves it unchanged), or None without
+        keys."""
+        if not self._oldest_key:
+            return None
+        return hmac.new(self._oldest_key, label, hashlib.sha256).hexdigest()
 
     # Text --------------------------------------------------------------------------------------
 
@@ -172,9 +192,9 @@ class Cipher:
         return {key: self.seal(value) for key, value in metadata.items()}
 
     def open(self, text: str) -> str:
-        aead = self._aead_of(text)
-        if aead is None:
+        if not text.startswith(SEAL_PREFIX):
             return text
+        aead = self._aead_of(text)
         try:
             raw = base64.urlsafe_b64decode(text[_HEADER_CHARS:])
         except (binascii.Error, ValueError) as error:
@@ -199,20 +219,22 @@ class Cipher:
         if not data.startswith(_SEAL_PREFIX_BYTES):
             return data
         aead = self._aead_of(data[:_HEADER_CHARS].decode("ascii", "replace"))
-        if aead is None:
-            raise EncryptionKeyMissing(
-                f"a stored value is sealed with key {self._id_in(data)}, which "
-                "LEDGER_ENCRYPTION_KEY does not list"
-            )
         return self._open_raw(aead, data[_HEADER_CHARS:])
 
     # -------------------------------------------------------------------------------------------
 
-    def _aead_of(self, text: str) -> AESGCM | None:
-        """The key that sealed `text`, or None if it is clear text."""
-        if not text.startswith(SEAL_PREFIX) or len(text) < _HEADER_CHARS:
-            return None
-        return self._keys.get(text[len(SEAL_PREFIX) : len(SEAL_PREFIX) + KEY_ID_CHARS])
+    def _aead_of(self, header: str) -> AESGCM:
+        """The key named by a sealed value's header (`ldgenc1.<key id>.`). A key this cipher
+        lacks is refused, never answered as text: another process may have started sealing
+        with a newer key (a rotation under way) while this one runs with the old list."""
+        found_id = header[len(SEAL_PREFIX) : len(SEAL_PREFIX) + KEY_ID_CHARS]
+        aead = self._keys.get(found_id)
+        if aead is None or header[_HEADER_CHARS - 1 : _HEADER_CHARS] != ".":
+            raise EncryptionKeyMissing(
+                f"a stored value is sealed with key {found_id!r}, which LEDGER_ENCRYPTION_KEY "
+                f"({', '.join(self.key_ids) or 'unset'}) does not list"
+            )
+        return aead
 
     @staticmethod
     def _open_raw(aead: AESGCM, raw: bytes) -> bytes:
@@ -222,10 +244,6 @@ class Cipher:
             raise SealBroken(
                 "a sealed value does not open with its key: altered or corrupt"
             ) from error
-
-    @staticmethod
-    def _id_in(data: bytes) -> str:
-        return data[len(SEAL_PREFIX) : len(SEAL_PREFIX) + KEY_ID_CHARS].decode("ascii", "replace")
 
 
 #: The cipher of a ledger run without keys: seals nothing, opens clear text as it is.

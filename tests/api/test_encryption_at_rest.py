@@ -135,6 +135,8 @@ def test_an_encrypted_database_is_never_opened_without_its_key(database_url: str
     with TestClient(create_app(settings_for(database_url, encryption_key=key))) as client:
         first = Api(client)
         space = first.open_space(name=f"{MARK} home")
+        token = first.post("/v1/tokens", {"role": "read", "spaces": [space]}, key="token-1")
+        issued = first.ok(token, 201)
     for wrong in (None, generate_key()):
         with pytest.raises(EncryptionKeyMissing):
             Ledger.open(settings=settings_for(database_url, encryption_key=wrong))
@@ -144,6 +146,10 @@ def test_an_encrypted_database_is_never_opened_without_its_key(database_url: str
     with TestClient(create_app(rotated)) as client:
         api = first.as_client(client)
         assert api.ok(api.get(f"/v1/spaces/{space}"), 200)["name"] == f"{MARK} home"
+        # A token issued before the rotation is answered again, the same, to its retry.
+        retry = api.post("/v1/tokens", {"role": "read", "spaces": [space]}, key="token-1")
+        assert retry.status_code == 201 and retry.headers["idempotent-replayed"] == "true"
+        assert retry.json() == issued
         later = api.open_space(name=f"{MARK} second home")
     with pytest.raises(EncryptionKeyMissing):  # the old key alone cannot open the new text
         Ledger.open(settings=settings_for(database_url, encryption_key=key))

@@ -72,7 +72,7 @@ def test_status_tells_whether_text_is_sealed_and_with_which_keys(database_url: s
     assert status_line(None).startswith("encryption: off")
     key = CliRunner().invoke(main, ["keygen"]).output.strip()
     key_id = Cipher.from_setting(key).key_ids[0]
-    assert "nothing sealed yet" in status_line(key)
+    assert "recorded in the database when the ledger first opens" in status_line(key)
     with Ledger.open(settings=LedgerSettings(database_url=database_url, encryption_key=key)):
         pass  # opening with a key records it
     assert status_line(key).endswith(f"lists {key_id}: all given")

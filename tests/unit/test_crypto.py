@@ -91,12 +91,15 @@ def test_an_altered_value_is_refused_not_answered() -> None:
         cipher.open_blob(bytes(blob))
 
 
-def test_without_keys_nothing_is_sealed() -> None:
+def test_without_keys_nothing_is_sealed_and_nothing_sealed_is_answered() -> None:
     assert not CLEAR.enabled and CLEAR.seal("Rent") == "Rent" and CLEAR.seal_blob(b"x") == b"x"
-    # Clear text that merely looks sealed (not one of our key ids) reads as it is.
-    lookalike = f"{SEAL_PREFIX}deadbeef.AAAA"
-    assert CLEAR.open(lookalike) == lookalike
-    assert _cipher(generate_key()).open(lookalike) == lookalike
+    assert CLEAR.open("Rent") == "Rent" and CLEAR.open("") == ""
+    sealed = _cipher(generate_key()).seal("Rent")
+    for cipher in (CLEAR, _cipher(generate_key())):  # no key, or not the one that sealed
+        with pytest.raises(EncryptionKeyMissing, match="does not list"):
+            cipher.open(sealed)
+    with pytest.raises(EncryptionKeyMissing):
+        CLEAR.open(f"{SEAL_PREFIX}deadbeef.AAAA")
 
 
 def test_rotation_the_first_key_seals_every_key_opens() -> None:
@@ -106,7 +109,8 @@ def test_rotation_the_first_key_seals_every_key_opens() -> None:
     assert rotated.open(sealed_by_old) == "Salary"
     sealed_by_new = rotated.seal("Salary")
     assert key_id(parse_keys(new)[0]) in sealed_by_new
-    assert _cipher(old).open(sealed_by_new) == sealed_by_new  # unknown key id: not ours
+    with pytest.raises(EncryptionKeyMissing):  # a process still on the old list refuses
+        _cipher(old).open(sealed_by_new)
     assert rotated.key_ids[0] == key_id(parse_keys(new)[0])
 
 
@@ -205,3 +209,11 @@ def test_nonces_never_repeat_within_a_process_or_across_a_fork() -> None:
     os.close(write_end)
     assert from_child != _nonce_of(cipher.seal_blob(b"x"))
     assert from_child not in nonces
+
+
+def test_the_derived_secret_survives_a_rotation_and_differs_from_the_keys() -> None:
+    old, new = generate_key(), generate_key()
+    secret = _cipher(old).derived_secret(b"purpose")
+    assert secret is not None and secret == _cipher(new, old).derived_secret(b"purpose")
+    assert secret != _cipher(old).derived_secret(b"another purpose")
+    assert CLEAR.derived_secret(b"purpose") is None
