@@ -157,3 +157,21 @@ def test_first_start_without_a_token_says_how_to_make_one(tmp_path: Path) -> Non
     message = first_start_message(settings, "127.0.0.1", 8000)
     assert "TOKEN=$(ledger token create --role admin)" in message
     assert "LEDGER_ADMIN_TOKEN" in message
+
+
+def test_the_readme_encryption_example_runs(tmp_path: Path) -> None:
+    """The shell block of the README's "Encryption at rest" section, on a fresh database."""
+    from click.testing import CliRunner
+
+    from api.cli import main
+
+    readme = README.read_text()
+    section = readme[readme.index("### Encryption at rest") :]
+    match = re.search(r"```sh\n(?P<code>.*?)```", section, re.DOTALL)
+    assert match is not None, "no shell block in the encryption section"
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrated = CliRunner().invoke(main, ["migrate"], env={"LEDGER_DATABASE_URL": url})
+    assert migrated.exit_code == 0, migrated.output  # every table, the event store's too
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    completed = run_bash(match["code"], LEDGER_DATABASE_URL=url, PATH=path)
+    assert completed.stdout.startswith("encryption: on (key "), completed.stdout
