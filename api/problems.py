@@ -21,6 +21,7 @@ from litestar.types import ExceptionHandlersMap
 
 from api.request_id import request_id_of
 from ledger_core import errors
+from ledger_core.crypto import EncryptionKeyMissing
 from projections.db import is_transient
 
 logger = logging.getLogger("api")
@@ -180,7 +181,24 @@ def internal_error_response(request: Request[Any, Any, Any], error: Exception) -
     """A bug: log everything, tell the client nothing but the request id to quote. Except when
     the database is unreachable or busy for now (a read's connection lost, PostgreSQL
     restarting, no pooled connection free): that is 503 `unavailable` with Retry-After, as on
-    the write path, so clients retry instead of reporting a bug; logged as a warning."""
+    the write path, so clients retry instead of reporting a bug; logged as a warning. And when
+    stored text is sealed with a key this process was not given: 503 too, logged as an error."""
+    if isinstance(error, EncryptionKeyMissing):
+        # Not a bug and not the client's: this process lacks a key another one seals with (a
+        # rotation not yet rolled out to every process). The operator must act; clients retry.
+        logger.error(
+            "cannot open stored text answering %s %s (request %s): %s",
+            request.method,
+            request.url.path,
+            request_id_of(request.scope),
+            error,
+        )
+        return problem_response(
+            request,
+            "unavailable",
+            "the server cannot open this data for now (an encryption key is missing; logged); "
+            "retry later",
+        )
     if is_transient(error):
         logger.warning(
             "database unavailable answering %s %s (request %s): %s",

@@ -16,12 +16,13 @@ from litestar.testing import TestClient
 
 import ledger_core.writer
 from api.app import create_app
+from ledger_core import commands as cmd
 from ledger_core.crypto import EncryptionKeyMissing, generate_key
 from ledger_core.ledger import Ledger
 from ledger_core.store import sqlite_path_from_url
 from projections.rebuild import replay
 from projections.verify import dump_tables, verify
-from tests.api.conftest import Api, settings_for
+from tests.api.conftest import Api, api_log_records, settings_for
 
 #: Every piece of sensitive text the test writes carries this, so a scan of the raw tables finds
 #: any of it left in clear.
@@ -173,3 +174,32 @@ def test_clear_text_written_before_a_key_was_set_stays_readable(
         assert api.ok(api.get(f"/v1/spaces/{after}"), 200)["name"] == "sealed from now on"
     with pytest.raises(EncryptionKeyMissing):
         Ledger.open(settings=settings_for(database_url))
+
+
+def test_a_process_missing_a_newer_key_answers_503_not_sealed_text(
+    database_url: str, key: str
+) -> None:
+    """A rotation under way: this app runs with the old key only while another process seals
+    with a new one. What it cannot open it refuses with 503 `unavailable` (logged as an error),
+    never answering sealed text, and once restarted with the new list it answers."""
+    new = generate_key()
+    rotated = settings_for(database_url, encryption_key=f"{new},{key}")
+    with TestClient(create_app(settings_for(database_url, encryption_key=key))) as client:
+        api = Api(client)
+        mine = api.open_space(name=f"{MARK} mine")
+        with Ledger.open(settings=rotated) as other:
+            result = other.execute(cmd.OpenSpace(name=f"{MARK} newer", base_currency="USD",
+                                                 idempotency_key="newer"))  # fmt: skip
+        api.last_position = max(api.last_position, result.position or 0)
+        assert api.ok(api.get(f"/v1/spaces/{mine}"), 200)["name"] == f"{MARK} mine"
+        with api_log_records() as records:
+            refused = api.get(f"/v1/spaces/{result.outcome.id}")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "unavailable" and MARK not in refused.text
+        assert "ldgenc1" not in refused.text
+        assert any("encryption key" in r.getMessage() or "LEDGER_ENCRYPTION_KEY" in
+                   r.getMessage() for r in records if r.levelname == "ERROR")  # fmt: skip
+    with TestClient(create_app(rotated)) as client:
+        api = api.as_client(client)
+        answered = api.ok(api.get(f"/v1/spaces/{result.outcome.id}"), 200)
+        assert answered["name"] == f"{MARK} newer"
