@@ -25,9 +25,10 @@ of `ledger serve` and of `ledger project` (all threads, from /proc) and how busy
 machine was during the cell (another load on a shared machine shows there), and the pgbench
 reference measured in the same run (`../shared/tools/pgbench-reference`) with each cell's ratio,
 against the targets: single postings >= 1.5x pgbench, batches >= 5x, GET account p99 < 20 ms.
-The machine is shared and noisy: `--rounds N` measures every cell N times, each round followed
-by its own pgbench reference (each cell's ratio is to its own round's), and judges the targets
-on the medians over the rounds, with the spread of the ratios. Figures go to
+The machine is shared and noisy: the pgbench reference is sampled before the first round and
+after every round, and each round's cells are divided by the mean of the samples just before and
+after it; `--rounds N` measures every cell N times and judges the targets on the medians over
+the rounds, with the spread of the ratios. Figures go to
 benchmarks/results/http.json.
 """
 
@@ -468,7 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     modes = PROJECTION_MODES if args.projections == "both" else (args.projections,)
     loops = LOOPS if args.loop == "both" else (args.loop,)
     cells: list[Cell] = []
-    references: list[dict[str, Any]] = []
+    # The reference brackets each round: sampled before the first and after every round, each
+    # round divided by the mean of the samples just before and after it (as the write benchmark
+    # does): the machine's speed drifts within minutes.
+    before = common.run_pgbench_reference(args.pgbench_seconds)
+    references: list[dict[str, Any]] = [before]
     for round_number in range(args.rounds):
         measured = [
             cell
@@ -477,20 +482,26 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes
             for cell in measure_server(server, mode, args.seconds, loop)
         ]
-        reference = common.run_pgbench_reference(args.pgbench_seconds)
-        reference_tps = float(reference["pgbench_tpcb_16c_tps"])
+        after = common.run_pgbench_reference(args.pgbench_seconds)
+        before_tps, after_tps = (float(r["pgbench_tpcb_16c_tps"]) for r in (before, after))
+        reference_tps = (before_tps + after_tps) / 2
         for cell in measured:
             cell.round = round_number
         judge(measured, reference_tps)
         if args.rounds > 1:
             print(f"round {round_number + 1} of {args.rounds}")
         print(table(measured))
-        print(f"pgbench TPC-B 16 clients, same run: {reference_tps:,.0f} tps", flush=True)
+        print(
+            f"pgbench TPC-B 16 clients, same run: {before_tps:,.0f} tps before the round, "
+            f"{after_tps:,.0f} after, mean {reference_tps:,.0f}",
+            flush=True,
+        )
         cells.extend(measured)
-        references.append(reference)
+        references.append(after)
+        before = after
     summaries = summarise(cells)
     if args.rounds > 1:
-        print(f"medians over {args.rounds} rounds (each ratio to its own round's pgbench)")
+        print(f"medians over {args.rounds} rounds (each ratio to its own round's pgbench mean)")
         print(summary_table(summaries))
     path = common.write_results(
         "http",
