@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from ledger_core.store import EVENTS_TABLE
 from projections.base import TRACKING_TABLE, head_position
 from projections.db import Database
 from projections.registry import PROJECTIONS
@@ -48,12 +49,15 @@ def projection_statuses(database_url: str) -> tuple[int, list[ProjectionStatus]]
     connection = database.connect()
     try:
         cursor = connection.cursor()
-        head = head_position(database, cursor)
-        cursor.execute(
-            "SELECT name, position, generation, failed_position, failed_topic, failed_reason, "
-            f"failed_at FROM {TRACKING_TABLE} ORDER BY name"
-        )
-        rows = {row[0]: row for row in cursor.fetchall()}
+        # A database the ledger never opened, or never migrated, has nothing applied yet.
+        head = head_position(database, cursor) if database.table_exists(cursor, EVENTS_TABLE) else 0
+        rows = {}
+        if database.table_exists(cursor, TRACKING_TABLE):
+            cursor.execute(
+                "SELECT name, position, generation, failed_position, failed_topic, failed_reason, "
+                f"failed_at FROM {TRACKING_TABLE} ORDER BY name"
+            )
+            rows = {row[0]: row for row in cursor.fetchall()}
     finally:
         connection.close()
     statuses = []

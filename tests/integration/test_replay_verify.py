@@ -339,6 +339,16 @@ def test_replay_and_status_through_the_cli(story: Story) -> None:
     assert unknown.exit_code != 0
 
 
+def test_status_of_a_database_nothing_has_set_up_yet(database_url: str) -> None:
+    """Before the ledger or `ledger migrate` ever ran (no event store, no tracking table):
+    status answers that nothing is applied, instead of a driver's traceback."""
+    status = CliRunner().invoke(main, ["status"], env={"LEDGER_DATABASE_URL": database_url})
+    assert status.exit_code == 0, status.output
+    assert status.output.startswith("head position: 0\n")
+    rows = {line.split()[0]: line.split() for line in status.output.splitlines()[2:4]}
+    assert set(rows) == set(PROJECTIONS) and all(row[1:3] == ["0", "0"] for row in rows.values())
+
+
 def test_readers_never_see_a_half_built_table_during_replay(story: Story) -> None:
     url = story.runner.database.url
     expected = story.reads.account(story.space_id, story.checking)
