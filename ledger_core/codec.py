@@ -37,7 +37,7 @@ _topics: dict[type[Event], str] = {cls: event_topic(cls) for cls in EVENT_TYPES.
 TEXT, OPTIONAL_TEXT, METADATA = "text", "optional", "metadata"
 _POSTING_FIELDS = (("description", TEXT), ("merchant", OPTIONAL_TEXT), ("metadata", METADATA))
 #: The fields of each event that hold sensitive text (DESIGN.md: names, descriptions,
-#: merchants, metadata).
+#: merchants, metadata; and the reasons a client gives for a freeze, close or void).
 SEALED_FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
     ev.SpaceOpened: (("name", TEXT),),
     ev.AssetRegistered: (("name", TEXT),),
@@ -45,6 +45,11 @@ SEALED_FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
     ev.AccountUpdated: (("name", TEXT), ("metadata", METADATA)),
     ev.PostingRecorded: _POSTING_FIELDS,
     ev.PostingDeclined: _POSTING_FIELDS,
+    # A client's free text about why, like a description.
+    ev.AccountFrozen: (("reason", OPTIONAL_TEXT),),
+    ev.AccountUnfrozen: (("reason", OPTIONAL_TEXT),),
+    ev.AccountClosed: (("reason", OPTIONAL_TEXT),),
+    ev.PendingPostingVoided: (("reason", OPTIONAL_TEXT),),
 }
 
 

@@ -1,7 +1,8 @@
 """Encryption at rest of sensitive text (DESIGN.md): AES-256-GCM with `cryptography`.
 
 What is sealed: the names of spaces, accounts and assets, posting descriptions and merchants,
-and metadata values (keys stay clear: they are field names, not content) in every event;
+metadata values (keys stay clear: they are field names, not content) and the reasons a client
+gives for a freeze, close or void, in every event;
 the stored answers of commands (`ledger_commands.outcome`) and the snapshots of spaces, whole.
 The projections copy sealed text into the read tables as it is (they never need the plaintext,
 so they need no key and a replay stays byte-identical); the API opens it when it answers.

@@ -79,6 +79,9 @@ def _write_everything(api: Api) -> dict[str, str]:
         checking, salary, "1.00", description=f"{MARK} batch")]})  # fmt: skip
     assert batch.status_code == 201, batch.text
     api.ok(api.post("/v1/assets", {"code": "ZQM", "exponent": 2, "name": f"{MARK} points"}), 201)
+    api.ok(api.post(f"{path}/postings/{hold['id']}/void", {"reason": f"{MARK} void"}), 200)
+    for action in ("freeze", "unfreeze"):
+        api.ok(api.post(f"{path}/accounts/{salary}/{action}", {"reason": f"{MARK} {action}"}), 200)
     return {"space": space, "checking": checking, "salary": salary, "posting": posting["id"],
             "hold": hold["id"]}  # fmt: skip
 
@@ -113,6 +116,8 @@ def test_nothing_sensitive_is_stored_in_clear_and_reads_answer_it(
         assert {row["name"] for row in trial["rows"]} == {f"{MARK} checking", f"{MARK} wages"}
         events = api.ok(api.get("/v1/events", limit=100), 200)["items"]
         assert any(e["data"].get("description") == f"{MARK} pay" for e in events)
+        reasons = {e["data"]["reason"] for e in events if e["data"].get("reason")}
+        assert {f"{MARK} void", f"{MARK} freeze", f"{MARK} unfreeze"} <= reasons
         assets = api.ok(api.get("/v1/assets"), 200)
         assert f"{MARK} points" in str(assets)
     assert clear_text_found(database_url) == []
