@@ -32,10 +32,10 @@ _outcome_decoder: msgspec.json.Decoder[Outcome] = msgspec.json.Decoder(Outcome) 
 _topics: dict[type[Event], str] = {cls: event_topic(cls) for cls in EVENT_TYPES.values()}
 
 
-#: How a sealed field holds its text: one text, an optional text, or a metadata mapping (its
-#: values sealed one by one, its keys clear).
-TEXT, OPTIONAL_TEXT, METADATA = "text", "optional", "metadata"
-_POSTING_FIELDS = (("description", TEXT), ("merchant", OPTIONAL_TEXT), ("metadata", METADATA))
+#: How a sealed field holds its text: a text (None and "" are left as they are), or a metadata
+#: mapping (its values sealed one by one, its keys clear).
+TEXT, METADATA = "text", "metadata"
+_POSTING_FIELDS = (("description", TEXT), ("merchant", TEXT), ("metadata", METADATA))
 #: The fields of each event that hold sensitive text (DESIGN.md: names, descriptions,
 #: merchants, metadata; and the reasons a client gives for a freeze, close or void).
 SEALED_FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
@@ -46,10 +46,10 @@ SEALED_FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
     ev.PostingRecorded: _POSTING_FIELDS,
     ev.PostingDeclined: _POSTING_FIELDS,
     # A client's free text about why, like a description.
-    ev.AccountFrozen: (("reason", OPTIONAL_TEXT),),
-    ev.AccountUnfrozen: (("reason", OPTIONAL_TEXT),),
-    ev.AccountClosed: (("reason", OPTIONAL_TEXT),),
-    ev.PendingPostingVoided: (("reason", OPTIONAL_TEXT),),
+    ev.AccountFrozen: (("reason", TEXT),),
+    ev.AccountUnfrozen: (("reason", TEXT),),
+    ev.AccountClosed: (("reason", TEXT),),
+    ev.PendingPostingVoided: (("reason", TEXT),),
 }
 
 
@@ -93,11 +93,11 @@ def _with_texts(
     return msgspec.structs.replace(event, **changes) if changes else event
 
 
-def decode_event(topic: str, state: bytes, cipher: Cipher | None = None) -> Event:
+def decode_event(topic: str, state: bytes, cipher: Cipher = CLEAR) -> Event:
     """The event stored under `topic`, upcast to the current schema version if older; its
     sealed text opened with `cipher`, or left sealed without one."""
     event = _decode_event(topic, state)
-    return event if cipher is None or not cipher.enabled else _opened(event, cipher)
+    return _opened(event, cipher) if cipher.enabled else event
 
 
 def _decode_event(topic: str, state: bytes) -> Event:

@@ -186,9 +186,6 @@ class Cipher:
         sealed = self._sealing.encrypt(nonce, text.encode("utf-8"), _ASSOCIATED_DATA)
         return self._text_header + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
-    def seal_optional(self, text: str | None) -> str | None:
-        return None if text is None else self.seal(text)
-
     def seal_metadata(self, metadata: Mapping[str, str]) -> dict[str, str]:
         return {key: self.seal(value) for key, value in metadata.items()}
 
