@@ -26,10 +26,16 @@ Limits of the scheme, stated: nonces are random (96 bits), so one key should sea
 2^32 values (NIST SP 800-38D), about a billion postings at one to four sealed values each:
 rotate long before. The associated data is constant, so someone who can write to the database
 could move a sealed value from one row to another undetected (confidentiality at rest is the
-goal, not integrity against a database writer). A command's fingerprint
-(`ledger_commands.fingerprint`, for idempotency) is an unkeyed hash of the whole request, so
-someone holding the database can test a guess of a low-entropy field together with all the clear
-ones.
+goal, not integrity against a database writer).
+
+A command's fingerprint (`ledger_commands.fingerprint`, what tells a retry from a reused
+idempotency key) is a digest of the whole request, sealed fields included. Stored as it is, it
+would let someone holding the database test a guess of a low-entropy field (a description, a
+merchant) together with all the clear ones; so with a key it is stored keyed (BLAKE2b keyed with
+a secret derived from the sealing key, `Cipher.fingerprint`). A retry matches a stored
+fingerprint keyed with any listed key, or the plain digest of a command recorded before a key
+was set (`Cipher.fingerprint_matches`), so rotations and turning encryption on never turn a
+retry into `idempotency-key-reused`.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ KEY_ID_LABEL: Final = b"ledger encryption key id"
 #: does not open here.
 _ASSOCIATED_DATA: Final = b"ledger-core sealed value v1"
 _HEADER_CHARS: Final = len(SEAL_PREFIX) + KEY_ID_CHARS + 1
+#: What the key of a command's stored fingerprint is derived from each encryption key with.
+FINGERPRINT_KEY_LABEL: Final = b"ledger idempotency fingerprint key"
 
 
 class _Nonces:
@@ -164,6 +172,10 @@ class Cipher:
         self._sealing = self._keys[self._sealing_id] if keys else None
         self._text_header = f"{SEAL_PREFIX}{self._sealing_id}."
         self._blob_header = self._text_header.encode("ascii")
+        #: BLAKE2b keys of stored fingerprints, one per key, the sealing key's first.
+        self._fingerprint_keys = [
+            hmac.new(key, FINGERPRINT_KEY_LABEL, hashlib.sha256).digest() for key in keys
+        ]
 
     @classmethod
     def from_setting(cls, setting: str | None) -> Cipher:
@@ -176,6 +188,25 @@ class Cipher:
         if not self._oldest_key:
             return None
         return hmac.new(self._oldest_key, label, hashlib.sha256).hexdigest()
+
+    # Fingerprints ------------------------------------------------------------------------------
+
+    def fingerprint(self, digest: bytes) -> bytes:
+        """The stored form of a request's digest (`commands.command_fingerprint`): keyed with
+        the sealing key, the same length; without keys, the digest itself."""
+        if not self._fingerprint_keys:
+            return digest
+        return _keyed(digest, self._fingerprint_keys[0])
+
+    def fingerprint_matches(self, stored: bytes, digest: bytes) -> bool:
+        """Whether a stored fingerprint is that of a request with this digest: keyed with any
+        of the keys (one that sealed before a rotation), or the plain digest (a command
+        recorded before a key was set, or with none)."""
+        if hmac.compare_digest(stored, digest):
+            return True
+        return any(
+            hmac.compare_digest(stored, _keyed(digest, key)) for key in self._fingerprint_keys
+        )
 
     # Text --------------------------------------------------------------------------------------
 
@@ -246,6 +277,10 @@ class Cipher:
 
 #: The cipher of a ledger run without keys: seals nothing, opens clear text as it is.
 CLEAR: Final = Cipher([])
+
+
+def _keyed(digest: bytes, key: bytes) -> bytes:
+    return hashlib.blake2b(digest, key=key, digest_size=len(digest)).digest()
 
 
 def check_store_keys(cipher: Cipher, registered: set[str]) -> None:

@@ -561,7 +561,7 @@ class Writer:
         key = command.idempotency_key
         row_id = rules.command_id(scope_id, key)
         try:
-            fingerprint = cmd.command_fingerprint(command)
+            digest = cmd.command_fingerprint(command)
         except (msgspec.EncodeError, OverflowError, TypeError, ValueError) as error:
             # A value no event could hold (an integer past 64 bits, say): this command is
             # refused before it changed anything, and the batch around it goes on.
@@ -569,8 +569,9 @@ class Writer:
             return
         known: KeyAnswer | None = scope_state.recent_keys.get(row_id)
         if known is not None:
-            _answer_known(request, known, fingerprint)
+            _answer_known(request, known, digest, self.cipher)
             return
+        fingerprint = self.cipher.fingerprint(digest)  # keyed: see ledger_core.crypto
         row = CommandRow(scope_id=scope_id, id=row_id, idempotency_key=key, fingerprint=fingerprint)
         handler = _HANDLERS[type(command)]
         try:
@@ -584,7 +585,7 @@ class Writer:
                 if found is not None and found.fingerprint is not None and found.outcome:
                     outcome = decode_outcome(found.outcome, self.cipher)
                     stored = KeyAnswer(found.fingerprint, outcome, found)
-                    _answer_known(request, stored, fingerprint)
+                    _answer_known(request, stored, digest, self.cipher)
                     return
                 request.error = error
                 return
@@ -1188,9 +1189,11 @@ def _is_done(request: _Request) -> bool:
     return request.future is not None and request.future.done()
 
 
-def _answer_known(request: _Request, known: KeyAnswer, fingerprint: bytes) -> None:
-    """Answer a key used before: its first answer again, or `idempotency-key-reused`."""
-    if known.fingerprint != fingerprint:
+def _answer_known(request: _Request, known: KeyAnswer, digest: bytes, cipher: Cipher) -> None:
+    """Answer a key used before: its first answer again, or `idempotency-key-reused`.
+    `digest` is the request's (`commands.command_fingerprint`); the stored fingerprint may be
+    keyed with any of the cipher's keys, or plain (`Cipher.fingerprint_matches`)."""
+    if not cipher.fingerprint_matches(known.fingerprint, digest):
         request.error = errors.IdempotencyKeyReused(
             "this idempotency key was used for another request"
         )

@@ -17,7 +17,8 @@ from litestar.testing import TestClient
 import ledger_core.writer
 from api.app import create_app
 from ledger_core import commands as cmd
-from ledger_core.crypto import EncryptionKeyMissing, generate_key
+from ledger_core import errors
+from ledger_core.crypto import Cipher, EncryptionKeyMissing, generate_key
 from ledger_core.ledger import Ledger
 from ledger_core.store import sqlite_path_from_url
 from projections.rebuild import replay
@@ -208,3 +209,82 @@ def test_a_process_missing_a_newer_key_answers_503_not_sealed_text(
         api = api.as_client(client)
         answered = api.ok(api.get(f"/v1/spaces/{result.outcome.id}"), 200)
         assert answered["name"] == f"{MARK} newer"
+
+
+def _stored_fingerprints(database_url: str) -> dict[str, bytes]:
+    """idempotency key -> stored fingerprint, of every command row."""
+    connection: Any
+    if database_url.startswith("sqlite"):
+        connection = sqlite3.connect(sqlite_path_from_url(database_url))
+    else:
+        connection = psycopg.connect(database_url)
+    try:
+        rows = connection.execute(
+            "SELECT idempotency_key, fingerprint FROM ledger_commands"
+        ).fetchall()
+    finally:
+        connection.close()
+    return {key: bytes(fingerprint) for key, fingerprint in rows}
+
+
+def test_fingerprints_are_stored_keyed_and_retries_match_across_key_changes(
+    database_url: str, key: str
+) -> None:
+    """A stored fingerprint is keyed once a key is set (a guess of a sealed field cannot be
+    tested against the database), and a retry still matches one stored before the key was set
+    or under a key that a rotation moved down the list; another body is still refused."""
+    new = generate_key()
+    phases = {
+        "plain": settings_for(database_url),
+        "keyed": settings_for(database_url, encryption_key=key),
+        "rotated": settings_for(database_url, encryption_key=f"{new},{key}"),
+    }
+
+    def space_command(phase: str, name: str = "home") -> cmd.OpenSpace:
+        return cmd.OpenSpace(name=f"{MARK} {name}", base_currency="USD", idempotency_key=phase)
+
+    def refusal(phase: str, detail: str = "unknown field") -> cmd.RecordRefusal:
+        return cmd.RecordRefusal(
+            space_id=None,
+            fingerprint=bytes(range(16)) if detail == "unknown field" else bytes(16),
+            code="invalid-request",
+            detail=detail,
+            idempotency_key=f"refused-{phase}",
+        )
+
+    first: dict[str, Any] = {}
+    for phase, settings in phases.items():
+        with Ledger.open(settings=settings) as ledger:
+            first[phase] = ledger.execute(space_command(phase))
+            with pytest.raises(errors.InvalidRequest):
+                ledger.execute(refusal(phase))
+    stored = _stored_fingerprints(database_url)
+    for phase in phases:
+        digest = cmd.command_fingerprint(space_command(phase))
+        refused = cmd.command_fingerprint(refusal(phase))
+        assert len(stored[phase]) == len(digest) == 16
+        if phase == "plain":  # no key: the digest as it is
+            assert (stored[phase], stored[f"refused-{phase}"]) == (digest, refused)
+        else:  # keyed: not the digest anyone holding the database could compute
+            assert stored[phase] != digest and stored[f"refused-{phase}"] != refused
+    # The rotated keys fingerprint with the new (sealing) key, not the one it replaced.
+    assert stored["rotated"] != Cipher.from_setting(key).fingerprint(
+        cmd.command_fingerprint(space_command("rotated"))
+    )
+
+    with Ledger.open(settings=phases["rotated"]) as ledger:
+        for phase in phases:
+            again = ledger.execute(space_command(phase))
+            assert (again.replayed, again.outcome, again.position) == (
+                True,
+                first[phase].outcome,
+                first[phase].position,
+            ), phase
+            with pytest.raises(errors.InvalidRequest) as replayed:
+                ledger.execute(refusal(phase))
+            assert replayed.value.replayed, phase
+            with pytest.raises(errors.IdempotencyKeyReused):
+                ledger.execute(space_command(phase, name="elsewhere"))
+            with pytest.raises(errors.IdempotencyKeyReused):
+                ledger.execute(refusal(phase, detail="another body"))
+    assert _stored_fingerprints(database_url) == stored  # retries record nothing

@@ -217,3 +217,25 @@ def test_the_derived_secret_survives_a_rotation_and_differs_from_the_keys() -> N
     assert secret is not None and secret == _cipher(new, old).derived_secret(b"purpose")
     assert secret != _cipher(old).derived_secret(b"another purpose")
     assert CLEAR.derived_secret(b"purpose") is None
+
+
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16))
+def test_stored_fingerprints_are_keyed_and_match_under_any_listed_key_or_plain(
+    digest: bytes, other: bytes
+) -> None:
+    old, new = generate_key(), generate_key()
+    before, rotated = _cipher(old), _cipher(new, old)
+    assert CLEAR.fingerprint(digest) == digest  # no key: stored as the digest
+    stored = before.fingerprint(digest)
+    assert len(stored) == len(digest) and stored != digest
+    assert rotated.fingerprint(digest) not in (stored, digest)  # the sealing key's, now `new`
+    for cipher in (before, rotated):
+        assert cipher.fingerprint_matches(cipher.fingerprint(digest), digest)
+        assert cipher.fingerprint_matches(digest, digest)  # recorded before a key was set
+    assert rotated.fingerprint_matches(stored, digest)  # recorded under the older key
+    assert not before.fingerprint_matches(rotated.fingerprint(digest), digest)  # lacks `new`
+    assert not _cipher(generate_key()).fingerprint_matches(stored, digest)  # another key
+    assert not CLEAR.fingerprint_matches(stored, digest)
+    if other != digest:
+        for cipher in (CLEAR, before, rotated):
+            assert not cipher.fingerprint_matches(cipher.fingerprint(other), digest)
