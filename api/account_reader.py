@@ -25,6 +25,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from uuid import UUID
 
+import psycopg
+
+from ledger_core.limits import DATABASE_CONNECT_TIMEOUT_S, DATABASE_RECONNECT_WINDOW_S
 from projections.db import is_postgres_url, psycopg_url
 from projections.views import AccountView
 
@@ -125,7 +128,9 @@ class AccountReader:
             psycopg_url(url),
             min_size=ACCOUNT_QUERY_CONNECTIONS,
             max_size=ACCOUNT_QUERY_CONNECTIONS,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "connect_timeout": DATABASE_CONNECT_TIMEOUT_S},
+            timeout=DATABASE_CONNECT_TIMEOUT_S,  # then 503 `unavailable`
+            reconnect_timeout=DATABASE_RECONNECT_WINDOW_S,
             open=False,
         )
         await self._pool.open()
@@ -150,9 +155,20 @@ class AccountReader:
     async def _fetch(self, keys: list[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], AccountView]:
         assert self._query is not None, "open() sets the query with the pool"
         statement, params = self._query(keys)
-        async with self._pool.connection() as connection:
-            cursor = await connection.execute(statement, params)
-            rows = await cursor.fetchall()
+        try:
+            rows = await self._rows(statement, params)
+        except psycopg.OperationalError:
+            # The pool hands out its connections without a check (a round trip per batch, on
+            # the hottest read): after the database restarted, they are all broken. Drop them
+            # and try once more on a fresh one; a database still away fails again (503).
+            await self._pool.check()
+            rows = await self._rows(statement, params)
         to_view = self._read_models.account_view
         views = [to_view(row) for row in rows]
         return {(view.space_id, view.id): view for view in views}
+
+    async def _rows(self, statement: Any, params: Any) -> list[Any]:
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(statement, params)
+            rows: list[Any] = await cursor.fetchall()
+            return rows

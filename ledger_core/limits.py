@@ -68,3 +68,21 @@ SNAPSHOT_INTERVAL_EVENTS: Final = 5_000
 #: How many times the writer retries a batch after a concurrent writer (another process) appended
 #: to the same space first, before answering `unavailable`.
 MAX_APPEND_ATTEMPTS: Final = 20
+
+# Database ----------------------------------------------------------------------------------------
+
+#: Seconds a caller waits for a PostgreSQL connection (a new one, or a free one from a pool)
+#: before the database counts as unavailable for now: the API answers 503 `unavailable` with
+#: Retry-After within seconds while the database is down, instead of holding the request. (The
+#: libraries' defaults waited 5-30 s per attempt, and eventsourcing's recorders make ten attempts:
+#: a write waited minutes.) Whole seconds: libpq's `connect_timeout` takes no fractions.
+DATABASE_CONNECT_TIMEOUT_S: Final = 3
+#: A pool that lost a connection retries with back-off (1, 2, 4 s ...) for at most this long, then
+#: starts again afresh when a request needs a connection. (psycopg_pool's default, five minutes,
+#: let the back-off grow over a long outage: the pools stayed empty for minutes after the
+#: database was back.)
+DATABASE_RECONNECT_WINDOW_S: Final = 10.0
+#: Attempts of one read or write of the store through eventsourcing's recorders. A second attempt
+#: replaces a pooled connection the database closed (a restart); none is made when no connection
+#: came within `DATABASE_CONNECT_TIMEOUT_S`.
+STORE_ATTEMPTS: Final = 2

@@ -22,9 +22,10 @@ assigned in commit order and a reader never skips a gap that fills in later.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
@@ -36,7 +37,9 @@ import psycopg
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    InterfaceError,
     Notification,
+    OperationalError,
     PersistenceError,
     StoredEvent,
 )
@@ -54,6 +57,13 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 from psycopg.rows import tuple_row
+from psycopg_pool import PoolTimeout
+
+from ledger_core.limits import (
+    DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_RECONNECT_WINDOW_S,
+    STORE_ATTEMPTS,
+)
 
 EVENTS_TABLE = "ledger_events"
 SNAPSHOTS_TABLE = "ledger_snapshots"
@@ -69,6 +79,25 @@ CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (
 COMMANDS_TABLE = "ledger_commands"
 #: The scope of global idempotency keys (`/v1/spaces`, `/v1/assets`, tokens).
 GLOBAL_SCOPE = UUID(int=0)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached or answer for now (not that a
+    statement is wrong): `StoreUnavailable`, or a driver's operational or interface error, also
+    when eventsourcing raised its own from it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(
+            cause,
+            StoreUnavailable
+            | OperationalError
+            | InterfaceError
+            | psycopg.OperationalError
+            | psycopg.InterfaceError,
+        ):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class AppendConflict(Exception):
@@ -333,6 +362,37 @@ class PostgresLocation:
         )
 
 
+def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An eventsourcing recorder method without the library's retry decorator (ten attempts,
+    each waiting up to the pool's timeout for a connection: minutes of waiting while the
+    database is down), made at most `STORE_ATTEMPTS` times instead, and once only when no
+    connection came in time."""
+    undecorated: Callable[..., Any] = method.__wrapped__  # type: ignore[attr-defined]
+
+    @functools.wraps(undecorated)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return undecorated(*args, **kwargs)
+            except (InterfaceError, OperationalError) as error:
+                if attempt == STORE_ATTEMPTS or isinstance(error.__cause__, PoolTimeout):
+                    raise
+        raise AssertionError("unreachable")
+
+    return bounded
+
+
+class _PostgresEventsRecorder(PostgresApplicationRecorder):
+    select_events = _bounded(PostgresApplicationRecorder.select_events)
+    select_notifications = _bounded(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _bounded(PostgresApplicationRecorder.max_notification_id)
+
+
+class _PostgresSnapshotsRecorder(PostgresAggregateRecorder):
+    select_events = _bounded(PostgresAggregateRecorder.select_events)
+    insert_events = _bounded(PostgresAggregateRecorder.insert_events)
+
+
 class PostgresLedgerStore(LedgerStore):
     _mark = "%s"
     kind = "postgresql"
@@ -352,9 +412,13 @@ class PostgresLedgerStore(LedgerStore):
             max_overflow=max_overflow,
             max_waiting=0,
             pre_ping=True,
+            connect_timeout=DATABASE_CONNECT_TIMEOUT_S,  # the wait for a pooled connection
         )
-        self.events = PostgresApplicationRecorder(self.datastore, events_table_name=EVENTS_TABLE)
-        self.snapshots = PostgresAggregateRecorder(
+        # ... and for a new one (the datastore passes no libpq timeout: none by default).
+        self.datastore.pool.kwargs["connect_timeout"] = DATABASE_CONNECT_TIMEOUT_S
+        self.datastore.pool.reconnect_timeout = DATABASE_RECONNECT_WINDOW_S
+        self.events = _PostgresEventsRecorder(self.datastore, events_table_name=EVENTS_TABLE)
+        self.snapshots = _PostgresSnapshotsRecorder(
             self.datastore, events_table_name=SNAPSHOTS_TABLE
         )
         self.channel_name = self.events.channel_name
@@ -383,7 +447,12 @@ class PostgresLedgerStore(LedgerStore):
         checkout and no ping per batch. Reopened after a failure."""
         connection = self._append_connection
         if connection is None or connection.closed or connection.broken:
-            connection = psycopg.connect(self.url, autocommit=True, row_factory=tuple_row)
+            connection = psycopg.connect(
+                self.url,
+                autocommit=True,
+                row_factory=tuple_row,
+                connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
+            )
             self._append_connection = connection
         return connection
 

@@ -74,6 +74,7 @@ from ledger_core.store import (
     NewEvent,
     PostingUpdate,
     StoreUnavailable,
+    is_unavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class GlobalState(SpaceState):
 class _Request:
     """A queued command and how to answer its caller."""
 
-    __slots__ = ("answer", "command", "error", "future", "loop", "replayed")
+    __slots__ = ("answer", "command", "delivered", "error", "future", "loop", "replayed")
 
     def __init__(self, command: cmd.Command) -> None:
         self.command = command
@@ -145,6 +146,8 @@ class _Request:
         self.answer: KeyAnswer | None = None
         self.error: errors.LedgerError | None = None
         self.replayed = False
+        #: Its answer was handed to the caller (`Writer._deliver`).
+        self.delivered = False
 
     def reset(self) -> None:
         self.answer = None
@@ -235,6 +238,8 @@ class Writer:
         self.max_commands_per_append = max_commands_per_append
         self.global_state = GlobalState()
         self.currencies = CurrencyTable(self.global_state.assets)
+        #: Whether `global_state` holds the global stream as stored (see `_ensure_global`).
+        self._global_loaded = False
         self.spaces: OrderedDict[UUID, SpaceState] = OrderedDict()
         self.snapshot_versions: dict[UUID, int] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -243,6 +248,9 @@ class Writer:
             max_workers=1, thread_name_prefix="ledger-committer"
         )
         self._closed = False
+        #: What `_take` handed out and is not answered yet (see `_recover`).
+        self._outstanding: list[Any] = []
+        self._stop_taken = False
         self.batches = 0
         self.commands = 0
 
@@ -294,6 +302,35 @@ class Writer:
     # The loop ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The writer thread. It never dies while the ledger is open: a failure that no path
+        below handles is logged, every command taken and not answered is answered `unavailable`
+        (its caller retries with the same key), the cached state is dropped and the writer goes
+        on. (A writer thread that died left every later command waiting forever.)"""
+        while True:
+            try:
+                self._pipeline()
+                break
+            except Exception:
+                logger.exception("ledger writer failed; its unanswered commands get unavailable")
+                self._recover()
+                if self._stop_taken:
+                    break
+        self._fail_queued()
+
+    def _recover(self) -> None:
+        requests = []
+        for item in self._outstanding:
+            if isinstance(item, _Request) and not item.delivered:
+                item.reset()
+                item.error = errors.Unavailable(_FAILED_DETAIL)
+                requests.append(item)
+            elif isinstance(item, _Call) and not item.future.done():
+                item.future.set_exception(errors.Unavailable(_FAILED_DETAIL))
+        self._outstanding = []
+        self._deliver(requests)
+        self._drop_touched()
+
+    def _pipeline(self) -> None:
         """Two-stage pipeline: while batch N is being committed (on the committer thread, the GIL
         released while it waits on the database), the writer decides batch N+1 on top of N's
         effects. Answers are delivered strictly in order, after their own commit. If N fails,
@@ -327,12 +364,16 @@ class Writer:
                     flight = None
                 for call in calls:
                     try:
+                        self._ensure_global()  # a read of assets or tokens needs them loaded
+                    except Exception as error:
+                        call.future.set_exception(_failed(error, _DATABASE_DETAIL))
+                        continue
+                    try:
                         call.future.set_result(call.function())
                     except BaseException as error:  # the caller gets whatever was raised
                         call.future.set_exception(error)
             if stop:
                 break
-        self._fail_queued()
 
     def _take(self, *, block: bool) -> tuple[list[Any], bool]:
         """Everything queued, up to the batch limit; waits for the first item only if `block`."""
@@ -343,18 +384,21 @@ class Writer:
             )
         except queue.Empty:
             return items, False
-        if first is _STOP:
-            return items, True
-        items.append(first)
-        while len(items) < self.max_commands_per_append:
+        stop = first is _STOP
+        if not stop:
+            items.append(first)
+        while not stop and len(items) < self.max_commands_per_append:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is _STOP:
-                return items, True
-            items.append(item)
-        return items, False
+            stop = item is _STOP
+            if not stop:
+                items.append(item)
+        self._stop_taken = self._stop_taken or stop
+        self._outstanding = [i for i in self._outstanding if not _answered(i)]
+        self._outstanding.extend(items)
+        return items, stop
 
     def _prepare(self, requests: list[_Request]) -> _Flight | None:
         """Decide a batch (first attempt) against the cached state; append nothing yet."""
@@ -422,10 +466,10 @@ class Writer:
     def _broken(self, requests: list[_Request], error: Exception) -> None:
         """A bug or an unexpected failure: no caller waits forever, and every loaded space is
         dropped (they reload from the store)."""
-        logger.error("ledger writer failed a batch", exc_info=error)
+        failed = _failure(error)
         for request in requests:
             request.reset()
-            request.error = _failed(error)
+            request.error = failed
         self._drop_touched()
         self._deliver(requests)
 
@@ -433,10 +477,10 @@ class Writer:
         try:
             work()
         except Exception as error:  # a bug or a database failure: no caller waits forever
-            logger.exception("ledger writer failed a batch")
+            failed = _failure(error)
             for request in requests or []:
                 if not _is_done(request):
-                    request.error = _failed(error)
+                    request.error = failed
                     request.answer = None
             self._drop_touched()
             if requests:
@@ -508,9 +552,17 @@ class Writer:
         self._reset_global()
 
     def _reset_global(self) -> None:
+        """Forget the global state; it is read again before it is next used (`_ensure_global`).
+        Not here: this runs while a failure is handled, when the database may well be away."""
         self.global_state = GlobalState()
         self.currencies = CurrencyTable(self.global_state.assets)
-        self._load_global()
+        self._global_loaded = False
+
+    def _ensure_global(self) -> None:
+        """Load the global stream if it was forgotten; raises if the database cannot answer
+        (the batch or read that needed it answers `unavailable`)."""
+        if not self._global_loaded:
+            self._load_global()
 
     @staticmethod
     def _fail(requests: list[_Request], error: errors.Unavailable) -> None:
@@ -530,7 +582,9 @@ class Writer:
 
     def _states_for(self, requests: list[_Request]) -> dict[UUID, SpaceState]:
         """The loaded state of every space the requests name; a request for a space that does
-        not exist fails with `space-not-found`."""
+        not exist fails with `space-not-found`. The global state is loaded first if it was
+        forgotten: no command is decided without the registered assets and tokens."""
+        self._ensure_global()
         states: dict[UUID, SpaceState] = {}
         for request in requests:
             space_id = _space_of(request.command)
@@ -1040,6 +1094,7 @@ class Writer:
             ev.GLOBAL_STREAM_ID, after_version=self.global_state.version
         ):
             self.global_state.apply(decode_event(stored.topic, stored.state, self.cipher))
+        self._global_loaded = True
 
     def _space(self, space_id: UUID) -> SpaceState | None:
         state = self.spaces.get(space_id)
@@ -1145,6 +1200,7 @@ class Writer:
     def _deliver(self, requests: list[_Request]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, bool]]] = {}
         for request in requests:
+            request.delivered = True
             value, failed = _answer_of(request)
             if request.loop is None:
                 if failed:
@@ -1185,8 +1241,23 @@ def _answer_of(request: _Request) -> tuple[Any, bool]:
     return CommandResult(outcome=outcome, position=position, replayed=request.replayed), False
 
 
+def _failure(error: Exception) -> errors.Unavailable:
+    """Log a failed batch and build its callers' `unavailable`: a warning when the database is
+    away (nothing to fix here; the detail says so), an error with the traceback otherwise."""
+    if is_unavailable(error):
+        logger.warning("the ledger's database is unavailable: %s", error)
+        return _failed(error, _DATABASE_DETAIL)
+    logger.error("ledger writer failed a batch", exc_info=error)
+    return _failed(error)
+
+
+def _answered(item: _Request | _Call) -> bool:
+    return item.delivered if isinstance(item, _Request) else item.future.done()
+
+
 def _is_done(request: _Request) -> bool:
-    return request.future is not None and request.future.done()
+    """Answered already (an event loop's future is done only once its loop ran the answer)."""
+    return request.delivered
 
 
 def _answer_known(request: _Request, known: KeyAnswer, digest: bytes, cipher: Cipher) -> None:

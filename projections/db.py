@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
 
+from ledger_core.limits import DATABASE_CONNECT_TIMEOUT_S
 from ledger_core.store import sqlite_path_from_url
 
 #: How long an SQLite connection waits for the write lock before failing (the command side's
@@ -184,7 +185,10 @@ class Database:
             import psycopg
 
             return psycopg.connect(
-                psycopg_url(self.url), autocommit=True, application_name=APPLICATION_NAME
+                psycopg_url(self.url),
+                autocommit=True,
+                application_name=APPLICATION_NAME,
+                connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
             )
         connection = sqlite3.connect(
             sqlite_path_from_url(self.url),
@@ -431,11 +435,16 @@ _SQLITE_TRANSIENT_MESSAGES: Final = ("locked", "busy", "disk i/o", "unable to op
 
 def is_transient(error: BaseException) -> bool:
     """True if `error` says the database is (for now) unreachable or busy, not that an event
-    cannot be applied: the runner reconnects and retries on these and never records a failure."""
+    cannot be applied: the runner reconnects and retries on these and never records a failure.
+    A library's own error raised from a driver's (eventsourcing wraps psycopg's) counts by its
+    cause."""
     import psycopg
 
-    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError):
+            return True
+        cause = cause.__cause__
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()
         return any(text in message for text in _SQLITE_TRANSIENT_MESSAGES)

@@ -1261,3 +1261,79 @@ def test_a_database_failure_tells_the_caller_to_retry_and_logs_the_cause(
     assert book.posted(cash) == 0
     failing[0] = False
     assert not book.ledger.execute(command).replayed and book.posted(cash) == 300
+
+
+def test_the_writer_outlives_a_database_that_fails_reads_and_writes(
+    book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing every append and every read (an outage): each command is answered
+    `unavailable`, and once the database is back the writer answers again; the same key then
+    records. (Forgetting the failed batch's state used to reload the global stream at once, in
+    the middle of handling the failure; that read failed too and killed the writer thread, so
+    every later command waited forever.)"""
+    from eventsourcing.persistence import OperationalError
+
+    from ledger_core.store import StoreUnavailable
+
+    cash, equity = book.open(), book.open("equity")
+    store = book.ledger.store
+    append, stream = store.append, store.stream
+    down = [True]
+
+    def failing_append(batch: Any) -> list[int]:
+        if down[0]:
+            raise StoreUnavailable("connection refused")
+        return append(batch)
+
+    def failing_stream(stream_id: UUID, after_version: int = 0) -> Any:
+        if down[0]:
+            raise OperationalError("couldn't get a connection after 3.00 sec")
+        return stream(stream_id, after_version)
+
+    monkeypatch.setattr(store, "append", failing_append)
+    monkeypatch.setattr(store, "stream", failing_stream)
+    command = book.posting(cash, equity, "4.00", key="outage")
+    for _ in range(3):  # again and again: the writer is still there to answer
+        with pytest.raises(errors.Unavailable) as refused:
+            _answer_within(book, command)
+        error = refused.value
+        assert "database" in error.detail and "retry with the same key" in error.detail
+        with pytest.raises(errors.Unavailable):
+            book.ledger.assets()  # a read of the global state it forgot
+    down[0] = False
+    assert not book.ledger.execute(command).replayed and book.posted(cash) == 400
+    assert book.ledger.execute(command).replayed
+
+
+def test_the_writer_outlives_a_failure_no_path_handles(
+    book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug anywhere in the writer's pipeline: the commands it had taken are answered
+    `unavailable`, the writer thread goes on, and a retry with the same key gets the command's
+    one true outcome (recorded once, whether or not the failed round had committed it)."""
+    from ledger_core.writer import Writer
+
+    cash, equity = book.open(), book.open("equity")
+    land = Writer._land
+    failures = [1]
+
+    def land_once_failing(self: Writer, flight: Any, upcoming: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("a bug")
+        land(self, flight, upcoming)
+
+    monkeypatch.setattr(Writer, "_land", land_once_failing)
+    command = book.posting(cash, equity, "5.00", key="bug")
+    with pytest.raises(errors.Unavailable):
+        _answer_within(book, command)
+    retried = _answer_within(book, command)
+    assert book.posted(cash) == 500
+    assert book.ledger.execute(command).outcome == retried.outcome
+    assert book.run(cmd.OpenAccount, name="later", type="asset", currency="USD").position
+
+
+def _answer_within(book: Book, command: cmd.Command, seconds: float = 30.0) -> CommandResult:
+    """The command's answer, or TimeoutError (a writer that is gone never answers)."""
+    result: CommandResult = book.ledger.writer.submit(command).result(timeout=seconds)
+    return result
