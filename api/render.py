@@ -7,6 +7,7 @@ JPY "100", BTC "0.00000001". `Exponents` is whatever answers `exponent(code)`: t
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any, Protocol
 
 from api import wire
@@ -82,7 +83,8 @@ def posting(record: PostingRecord | Any, exponents: Exponents) -> wire.Posting:
         category_id=record.category_id,
         metadata=dict(record.metadata),
         pending=record.pending,
-        expires_at=record.expires_at,
+        # UTC (API.md), also in answers stored before times were recorded in UTC.
+        expires_at=None if record.expires_at is None else record.expires_at.astimezone(UTC),
         recorded_at=record.recorded_at,
         reverses=record.reverses,
         reversed_by=record.reversed_by,

@@ -830,7 +830,7 @@ class Writer:
             category_id=spec.category_id if spec else None,
             metadata=dict(spec.metadata or {}) if spec else {},
             pending=spec.pending if spec else False,
-            expires_at=spec.expires_at if spec else None,
+            expires_at=_utc(spec.expires_at) if spec else None,
             reverses=reverses,
             recorded_at=plan.now,
             idempotency_key=command.idempotency_key,
@@ -1241,6 +1241,12 @@ def _answer_of(request: _Request) -> tuple[Any, bool]:
     return CommandResult(outcome=outcome, position=position, replayed=request.replayed), False
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time as recorded: in UTC (API.md: times are RFC 3339 UTC), whatever offset the client
+    sent it with (the same instant: a command's fingerprint does not change)."""
+    return None if moment is None else moment.astimezone(UTC)
+
+
 def _failure(error: Exception) -> errors.Unavailable:
     """Log a failed batch and build its callers' `unavailable`: a warning when the database is
     away (nothing to fix here; the detail says so), an error with the traceback otherwise."""
@@ -1308,7 +1314,7 @@ def _posting_event(
         category_id=spec.category_id,
         metadata=dict(spec.metadata) if spec.metadata else {},
         pending=spec.pending,
-        expires_at=spec.expires_at,
+        expires_at=_utc(spec.expires_at),
         reverses=reverses,
         batch_index=index,
         recorded_at=plan.now,

@@ -230,3 +230,21 @@ def test_missing_spaces_and_accounts(api: Api, book: Book) -> None:
     problem_of(api.post("/v1/spaces/xyz/accounts", {}), 404, "space-not-found")
     problem_of(api.post(book.account_path(missing) + "/freeze"), 404, "account-not-found")
     problem_of(api.patch(book.account_path("xyz"), {"name": "n"}), 404, "account-not-found")
+
+
+def test_times_are_answered_in_utc_whatever_offset_the_client_sent(api: Api, book: Book) -> None:
+    """API.md: times are RFC 3339 UTC. A hold's `expires_at` sent with an offset is the same
+    instant in UTC in the answer, its replay, the read and the events feed."""
+    body = api.posting_body(book.checking, book.salary, "1.00", pending=True,
+                            expires_at="2099-01-01T02:30:00+02:00")  # fmt: skip
+    first = api.post(book.postings, body, key="utc-hold")
+    hold = api.ok(first, 201)
+    assert hold["expires_at"] == "2099-01-01T00:30:00Z"
+    replayed = api.post(book.postings, body, key="utc-hold")
+    assert replayed.headers["idempotent-replayed"] == "true" and replayed.json() == hold
+    same_instant = dict(body, expires_at="2099-01-01T00:30:00Z")  # the same request
+    assert api.post(book.postings, same_instant, key="utc-hold").json() == hold
+    assert api.ok(api.get(f"{book.postings}/{hold['id']}"), 200)["expires_at"] == hold["expires_at"]
+    events = api.ok(api.get("/v1/events", after=0, limit=500), 200)["items"]
+    (recorded,) = [e for e in events if e["data"].get("posting_id") == hold["id"]]
+    assert recorded["data"]["expires_at"] == "2099-01-01T00:30:00Z"
