@@ -290,6 +290,9 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
 #: Request fields that hold amounts: a JSON number there is `invalid-amount`, not a shape error.
 AMOUNT_FIELDS = frozenset({"amount", "overdraft_limit"})
 _ERROR_PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
+#: An entry's account id in a posting (`$.entries[0].account_id`) or a batch item
+#: (`$.postings[3].entries[0].account_id`).
+_ENTRY_ACCOUNT_PATH = re.compile(r"\$(?:\.postings\[(?P<index>\d+)\])?\.entries\[\d+\]\.account_id")
 _NUMBER_GIVEN = re.compile(r"^(Expected `[^`]*`, got `(int|float)`|Number out of range)")
 
 
@@ -335,6 +338,12 @@ def classify_validation_error(message: str) -> errors.LedgerError:
     match = _ERROR_PATH.search(message)
     path = match.group("path") if match else ""
     field = path.rsplit(".", 1)[-1]
+    entry = _ENTRY_ACCOUNT_PATH.fullmatch(path)
+    if entry is not None and message.startswith("Invalid UUID"):
+        # API.md: an entry naming an unknown account is 404 `account-not-found`, like a
+        # malformed id in a path (not stored: the client fixes the id, retries with the key).
+        extra = {} if entry.group("index") is None else {"index": int(entry.group("index"))}
+        return errors.AccountNotFound("an entry names an account id that is not a UUID", **extra)
     if field in AMOUNT_FIELDS and _NUMBER_GIVEN.match(message):
         return errors.InvalidAmount(
             f'{path.removeprefix("$.")} is a decimal string such as "12.50", not a JSON number'

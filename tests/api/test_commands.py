@@ -248,3 +248,20 @@ def test_times_are_answered_in_utc_whatever_offset_the_client_sent(api: Api, boo
     events = api.ok(api.get("/v1/events", after=0, limit=500), 200)["items"]
     (recorded,) = [e for e in events if e["data"].get("posting_id") == hold["id"]]
     assert recorded["data"]["expires_at"] == "2099-01-01T00:30:00Z"
+
+
+def test_an_entry_naming_a_malformed_account_id_is_account_not_found(api: Api, book: Book) -> None:
+    """API.md: an entry naming an unknown account is 404 `account-not-found`; an id that is not
+    a UUID names none either (as a malformed id in a path). Not stored with the key: the fixed
+    request goes through with the same key."""
+    malformed = api.posting_body("nope", book.salary, "1.00")
+    problem_of(api.post(book.postings, malformed, key="fix-me"), 404, "account-not-found")
+    fixed = api.posting_body(book.checking, book.salary, "1.00")
+    api.ok(api.post(book.postings, fixed, key="fix-me"), 201)
+    items = [fixed, api.posting_body(book.checking, "12345", "1.00")]
+    body = problem_of(
+        api.post(f"{book.postings}/batch", {"postings": items}), 404, "account-not-found"
+    )
+    assert body["index"] == 1
+    number = dict(fixed, entries=[dict(fixed["entries"][0], account_id=7), fixed["entries"][1]])
+    problem_of(api.post(book.postings, number), 422, "invalid-request")  # not an id at all
