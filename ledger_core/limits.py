@@ -8,15 +8,17 @@ from typing import Final
 
 # Amounts -----------------------------------------------------------------------------------------
 
-#: Largest amount of one entry, in minor units. 10**18 - 1 keeps every amount, and any sum of up to
-#: nine of them, inside a signed 64-bit integer, which is what SQLite and PostgreSQL `bigint` store
-#: exactly. (USD: ten quadrillion dollars; BTC at 8 places: ten billion coins.)
-MAX_AMOUNT_MINOR: Final = 10**18 - 1
-
 #: Largest magnitude any balance (posted, or a pending total) may reach, in minor units: a posting
 #: that would take a balance past it is refused with `invalid-amount`, so no read model overflows
-#: a signed 64-bit column.
+#: a signed 64-bit column (what SQLite and PostgreSQL `bigint` store exactly).
 MAX_BALANCE_MINOR: Final = 2**63 - 1
+
+#: Largest amount of one entry, in minor units: as much as a balance can hold. Sums of amounts are
+#: Python integers and every balance is checked against MAX_BALANCE_MINOR, so nothing overflows.
+#: (USD: 92 quadrillion dollars; BTC at 8 places: 92 billion coins; an asset with the largest
+#: exponent, 18 places, up to 9.223372036854775807 units: the price of 64-bit columns. It was
+#: 10**18 - 1, which left such an asset unable to hold even one unit.)
+MAX_AMOUNT_MINOR: Final = MAX_BALANCE_MINOR
 
 #: Largest exponent (decimal places) of a currency or registered asset (API.md: 0-18).
 MAX_CURRENCY_EXPONENT: Final = 18

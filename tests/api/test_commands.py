@@ -265,3 +265,23 @@ def test_an_entry_naming_a_malformed_account_id_is_account_not_found(api: Api, b
     assert body["index"] == 1
     number = dict(fixed, entries=[dict(fixed["entries"][0], account_id=7), fixed["entries"][1]])
     problem_of(api.post(book.postings, number), 422, "invalid-request")  # not an id at all
+
+
+def test_an_asset_with_exponent_18_holds_whole_units_up_to_the_64_bit_edge(api: Api) -> None:
+    api.ok(api.post("/v1/assets", {"code": "WEI18", "exponent": 18}), 201)
+    space = api.open_space(base_currency="WEI18")
+    wallet = api.open_account(space, "Wallet", "asset", currency="WEI18", overdraft_limit="5")
+    income = api.open_account(space, "Staking", "income", currency="WEI18")
+    posting = api.record(space, wallet, income, "1")
+    assert posting["entries"][0]["amount"] == "1.000000000000000000"
+    account = api.ok(api.get(f"/v1/spaces/{space}/accounts/{wallet}"), 200)
+    assert account["overdraft_limit"] == "5.000000000000000000"
+    assert account["balances"]["posted"] == "1.000000000000000000"
+    past = api.posting_body(wallet, income, "9.223372036854775808")
+    problem_of(api.post(f"/v1/spaces/{space}/postings", past), 422, "invalid-amount")
+    # At the edge the amount is accepted; the balance it would give is past the edge: refused.
+    edge = api.posting_body(wallet, income, "9.223372036854775807")
+    problem_of(api.post(f"/v1/spaces/{space}/postings", edge), 422, "invalid-amount")
+    api.record(space, wallet, income, "8.223372036854775807")
+    account = api.ok(api.get(f"/v1/spaces/{space}/accounts/{wallet}"), 200)
+    assert account["balances"]["posted"] == "9.223372036854775807"

@@ -135,6 +135,17 @@ def test_maximum_amount_at_and_one_past_the_edge() -> None:
         parse_amount(format_amount(MAX_AMOUNT_MINOR + 1, USD), USD)
 
 
+def test_an_asset_with_the_largest_exponent_holds_whole_units() -> None:
+    """Exponent 18 (API.md allows 0-18): one unit is 10**18 minor units, within the maximum;
+    the edge is 9.223372036854775807 units."""
+    places = MAX_CURRENCY_EXPONENT
+    assert parse_amount("1", places) == 10**places
+    edge = format_amount(MAX_AMOUNT_MINOR, places)
+    assert edge == "9.223372036854775807" and parse_amount(edge, places) == MAX_AMOUNT_MINOR
+    with pytest.raises(errors.InvalidAmount):
+        parse_amount("9.223372036854775808", places)
+
+
 def test_amount_text_length_at_and_past_the_edge() -> None:
     at_edge = "0" * (MAX_AMOUNT_TEXT_LENGTH - 1) + "1"
     assert len(at_edge) == MAX_AMOUNT_TEXT_LENGTH
