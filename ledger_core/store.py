@@ -371,13 +371,13 @@ def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(undecorated)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(1, STORE_ATTEMPTS + 1):
+        for _ in range(STORE_ATTEMPTS - 1):
             try:
                 return undecorated(*args, **kwargs)
             except (InterfaceError, OperationalError) as error:
-                if attempt == STORE_ATTEMPTS or isinstance(error.__cause__, PoolTimeout):
+                if isinstance(error.__cause__, PoolTimeout):
                     raise
-        raise AssertionError("unreachable")
+        return undecorated(*args, **kwargs)
 
     return bounded
 

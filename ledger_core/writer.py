@@ -479,7 +479,7 @@ class Writer:
         except Exception as error:  # a bug or a database failure: no caller waits forever
             failed = _failure(error)
             for request in requests or []:
-                if not _is_done(request):
+                if not request.delivered:
                     request.error = failed
                     request.answer = None
             self._drop_touched()
@@ -1259,11 +1259,6 @@ def _failure(error: Exception) -> errors.Unavailable:
 
 def _answered(item: _Request | _Call) -> bool:
     return item.delivered if isinstance(item, _Request) else item.future.done()
-
-
-def _is_done(request: _Request) -> bool:
-    """Answered already (an event loop's future is done only once its loop ran the answer)."""
-    return request.delivered
 
 
 def _answer_known(request: _Request, known: KeyAnswer, digest: bytes, cipher: Cipher) -> None:

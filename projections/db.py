@@ -27,7 +27,7 @@ from typing import Any, Final, Protocol
 from uuid import UUID
 
 from ledger_core.limits import DATABASE_CONNECT_TIMEOUT_S
-from ledger_core.store import sqlite_path_from_url
+from ledger_core.store import is_unavailable, sqlite_path_from_url
 
 #: How long an SQLite connection waits for the write lock before failing (the command side's
 #: group commit holds it for milliseconds; a replay's swap for well under a second).
@@ -436,15 +436,9 @@ _SQLITE_TRANSIENT_MESSAGES: Final = ("locked", "busy", "disk i/o", "unable to op
 def is_transient(error: BaseException) -> bool:
     """True if `error` says the database is (for now) unreachable or busy, not that an event
     cannot be applied: the runner reconnects and retries on these and never records a failure.
-    A library's own error raised from a driver's (eventsourcing wraps psycopg's) counts by its
-    cause."""
-    import psycopg
-
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError):
-            return True
-        cause = cause.__cause__
+    PostgreSQL: what the store counts as unavailable (`ledger_core.store.is_unavailable`)."""
+    if is_unavailable(error):
+        return True
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()
         return any(text in message for text in _SQLITE_TRANSIENT_MESSAGES)
