@@ -18,8 +18,10 @@ from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp
 
 from api.command_routes import COMMAND_ROUTES
+from api.fast_path import account_app, account_path_ids
 from api.gate import gate
 from api.limits import MAX_REQUEST_BODY_BYTES
 from api.metrics import HEAD_REQUEST, Metrics
@@ -42,8 +44,10 @@ def create_app(
     ledger: Ledger | None = None,
     read_models: ReadModels | None = None,
     run_projections: bool = True,
+    fast_path: bool = True,
 ) -> Litestar:
-    """Build the app. A given `ledger`/`read_models` is used and left open at shutdown."""
+    """Build the app. A given `ledger`/`read_models` is used and left open at shutdown.
+    `fast_path=False`: GET account through Litestar's routing too (api.fast_path)."""
     services = Services(
         settings=settings or LedgerSettings(),
         metrics=Metrics(),
@@ -63,6 +67,8 @@ def create_app(
         debug=False,
     )
     app.services = services
+    if fast_path:
+        app.account_app = account_app(app, services.metrics.middleware)
     return app
 
 
@@ -75,19 +81,28 @@ class LedgerApp(Litestar):
     #: What this app serves with (`api.services.services_of`).
     services: Services
 
+    #: GET account answered at the entry (api.fast_path); None: through Litestar only.
+    account_app: ASGIApp | None = None
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "HEAD":
             scope["method"] = "GET"
             scope[HEAD_REQUEST] = True  # the metrics count it as HEAD
-
-            async def without_body(message: Any) -> None:
-                if message["type"] == "http.response.body":
-                    message = {**message, "body": b""}
-                await send(message)
-
-            await super().__call__(scope, receive, without_body)
+            send = _without_body(send)
+        if self.account_app is not None and (ids := account_path_ids(scope)) is not None:
+            scope["path_params"] = {"space_id": ids[0], "account_id": ids[1]}
+            await self.account_app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+def _without_body(send: Any) -> Any:
+    async def without_body(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return without_body
 
 
 def _openapi_config() -> OpenAPIConfig:

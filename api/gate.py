@@ -14,6 +14,7 @@ the handler's `data` argument is that struct, decoded once, strictly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
@@ -71,10 +72,30 @@ async def gate(request: Request[Any, Any, Any]) -> None:
         return
     services = services_of(request)
     headers = request.headers
+    admitted = admit(services, access, headers.get, request.path_params)
+    remember(request.scope, admitted)
+    if opt.get("command"):
+        key = rules.check_idempotency_key(headers.get("idempotency-key"))
+        if _header_lines(request, b"idempotency-key") > 1:
+            # Which one did the client mean? Not ours to pick (API.md: a bad header is 400).
+            raise errors.MalformedRequest("send one Idempotency-Key header, not several")
+        admitted.key = key
+        body_type: type[wire.RequestBody] | None = opt.get("body")
+        if body_type is not None:
+            await _decode_body(request, services, body_type, admitted.ids.get("space_id"), key)
+
+
+def admit(
+    services: Services,
+    access: auth.Access,
+    header: Callable[[str], str | None],
+    params: Mapping[str, str],
+) -> Admitted:
+    """Who sends the request and may they (401, 404, 403), and its path ids (404), in API.md's
+    order. `header(name)`: the first value of a header (lowercase name), or None."""
     principal = auth.authenticate(
-        headers.get("authorization"), services.ledger, services.admin_token_hash
+        header("authorization"), services.ledger, services.admin_token_hash
     )
-    params = request.path_params
     ids: dict[str, UUID] = {}
     space_id = None
     if "space_id" in params:
@@ -84,17 +105,12 @@ async def gate(request: Request[Any, Any, Any]) -> None:
         not_found = PATH_IDS.get(name)
         if not_found is not None and name != "space_id":
             ids[name] = parse_id(value, not_found)
-    admitted = Admitted(principal, ids, user_agent=headers.get("user-agent"))
-    request.scope.setdefault("state", {})[_ADMITTED] = admitted
-    if opt.get("command"):
-        key = rules.check_idempotency_key(headers.get("idempotency-key"))
-        if _header_lines(request, b"idempotency-key") > 1:
-            # Which one did the client mean? Not ours to pick (API.md: a bad header is 400).
-            raise errors.MalformedRequest("send one Idempotency-Key header, not several")
-        admitted.key = key
-        body_type: type[wire.RequestBody] | None = opt.get("body")
-        if body_type is not None:
-            await _decode_body(request, services, body_type, space_id, key)
+    return Admitted(principal, ids, user_agent=header("user-agent"))
+
+
+def remember(scope: Any, admitted: Admitted) -> None:
+    """Leave what the gate found in the request's scope (`path_id`, `context_of` read it)."""
+    scope.setdefault("state", {})[_ADMITTED] = admitted
 
 
 def _header_lines(request: Request[Any, Any, Any], name: bytes) -> int:

@@ -256,6 +256,18 @@ def exception_handlers() -> ExceptionHandlersMap:
     }
 
 
+def error_response(request: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    """What the app's exception handlers (the table above) answer to `error`: the handler of its
+    nearest class, as Litestar looks it up. For requests answered outside Litestar's routing
+    (api.fast_path), so their problems are the same as everywhere else."""
+    handlers = exception_handlers()
+    for cls in type(error).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            return handler(request, error)  # type: ignore[arg-type,return-value]
+    return internal_error_response(request, error)  # unreachable: Exception is in the table
+
+
 def parse_id(text: str, not_found: type[errors.LedgerError]) -> UUID:
     """A path id; a malformed one is the resource's not-found (API.md)."""
     try:

@@ -216,9 +216,15 @@ async def get_account(request: Req, ledger_min_position: MinPosition) -> JsonAns
     """An account with its balances."""
     # The path's ids are documented from the route's path and parsed by the gate; not asking
     # Litestar for them again saves it a parse per request on the hottest read.
+    return await account_answer(request, ledger_min_position)
+
+
+async def account_answer(request: Req, min_position: str | None) -> JsonAnswer:
+    """GET account's answer, once the gate admitted the request: from the route above, and from
+    the app's entry for the plain path (api.fast_path)."""
     services = services_of(request)
-    if ledger_min_position is not None:
-        await _wait_for_min_position(services, ledger_min_position)
+    if min_position is not None:
+        await _wait_for_min_position(services, min_position)
     assert services.account_reader is not None, "the app has started"
     account_id = path_id(request, "account_id")
     view = await services.account_reader.account(path_id(request, "space_id"), account_id)

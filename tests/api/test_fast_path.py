@@ -1,0 +1,292 @@
+"""GET account answered at the app's entry (api.fast_path) answers exactly as the Litestar route.
+
+Every case is sent twice to the same app: once with the fast path on, once with it off (the
+request then goes through Litestar's routing, gate and handler). Status, headers (all but the
+request id, fresh per request) and body must be equal, and the fast path must have answered the
+first of each pair. Both backends: on PostgreSQL the read is the coalesced one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.datastructures import Headers
+from litestar.testing import TestClient
+
+from api.app import LedgerApp, create_app
+from api.fast_path import _header_reader, account_path_ids
+from ledger_core.settings import LedgerSettings
+from tests.api.conftest import ADMIN_TOKEN, Api, Book, settings_for
+
+#: The bound of a `Ledger-Min-Position` wait in these tests (a position never reached).
+WAIT_SECONDS = 0.2
+
+
+@pytest.fixture
+def app_settings(database_url: str) -> LedgerSettings:
+    return settings_for(database_url, position_wait_seconds=WAIT_SECONDS)
+
+
+@pytest.fixture
+def client(app_settings: LedgerSettings) -> Iterator[TestClient[Litestar]]:
+    with TestClient(create_app(app_settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def book(api: Api) -> Book:
+    """The book, applied by the projections (each pair of answers must read the same state)."""
+    opened = Book(api)
+    api.ok(api.get(f"/v1/spaces/{opened.space}"), 200)  # waits for the last write's position
+    return opened
+
+
+class Answered:
+    """Counts the requests the fast path answered."""
+
+    def __init__(self, app: LedgerApp) -> None:
+        self.count = 0
+        inner = app.account_app
+        assert inner is not None, "the fast path is on by default"
+
+        async def counting(scope: Any, receive: Any, send: Any) -> None:
+            self.count += 1
+            await inner(scope, receive, send)
+
+        self.fast = counting
+
+
+def both_ways(client: TestClient[Litestar], send: Callable[[], httpx.Response]) -> httpx.Response:
+    """`send()` through the fast path, then through Litestar; assert the answers are the same
+    and return the fast path's."""
+    app = client.app
+    assert isinstance(app, LedgerApp)
+    answered = Answered(app)
+    fast_app = app.account_app
+    app.account_app = answered.fast
+    try:
+        fast = send()
+    finally:
+        app.account_app = None
+    try:
+        routed = send()
+    finally:
+        app.account_app = fast_app
+    assert answered.count == 1, "the fast path did not answer"
+    assert (fast.status_code, _headers(fast), fast.content) == (
+        routed.status_code,
+        _headers(routed),
+        routed.content,
+    )
+    assert fast.headers["x-request-id"]
+    return fast
+
+
+def _headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return sorted(
+        (name, value) for name, value in response.headers.items() if name != "x-request-id"
+    )
+
+
+def get(
+    client: TestClient[Litestar], path: str, headers: dict[str, str] | None = None, **options: Any
+) -> Callable[[], httpx.Response]:
+    def send() -> httpx.Response:
+        return client.get(path, headers=headers or {}, **options)
+
+    return send
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = bearer(ADMIN_TOKEN)
+
+
+def test_an_account_and_its_balances(api: Api, book: Book) -> None:
+    api.record(book.space, book.checking, book.salary, "25.00")
+    client = api.client
+    path = book.account_path(book.checking)
+    position = {"Ledger-Min-Position": str(api.last_position)}
+    answer = both_ways(client, get(client, path, {**ADMIN, **position}))
+    assert answer.status_code == 200
+    assert answer.json()["balances"]["posted"] == "25.00"
+    assert answer.headers["content-type"] == "application/json"
+    # Without the wait (the position is reached by now), a query string, HEAD.
+    assert both_ways(client, get(client, path, ADMIN)).json() == answer.json()
+    assert both_ways(client, get(client, path, ADMIN, params={"x": "1"})).status_code == 200
+    head = both_ways(client, lambda: client.head(path, headers=ADMIN))
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == answer.headers["content-length"]
+
+
+def test_tokens(api: Api, book: Book) -> None:
+    client = api.client
+    path = book.account_path(book.checking)
+    other_space = api.open_space("Other")
+    reader = api.issue_token("read", [book.space])
+    outsider = api.issue_token("write", [other_space])
+    revoked_id = api.ok(api.post("/v1/tokens", {"role": "read", "spaces": [book.space]}), 201)
+    api.ok(api.send("DELETE", f"/v1/tokens/{revoked_id['id']}", key=None), 204)
+    cases = {
+        "reader": (bearer(reader), 200),
+        "outsider": (bearer(outsider), 404),
+        "revoked": (bearer(revoked_id["token"]), 401),
+        "none": ({}, 401),
+        "unknown": (bearer("ldg_nobody"), 401),
+        "not bearer": ({"Authorization": f"Basic {ADMIN_TOKEN}"}, 401),
+        "empty bearer": ({"Authorization": "Bearer "}, 401),
+        "too long": (bearer("x" * 300), 401),
+    }
+    for name, (headers, status) in cases.items():
+        answer = both_ways(client, get(client, path, headers))
+        assert answer.status_code == status, name
+    assert both_ways(client, get(client, path, bearer(outsider))).json()["code"] == (
+        "space-not-found"
+    )
+    unauthenticated = both_ways(client, get(client, path))
+    assert unauthenticated.headers["www-authenticate"]
+
+
+def test_not_found(api: Api, book: Book) -> None:
+    client = api.client
+    other_space = api.open_space("Other")
+    foreign = api.open_account(other_space, "Foreign", "asset")
+    api.ok(api.get(f"/v1/spaces/{other_space}"), 200)  # applied
+    cases = {
+        f"/v1/spaces/{book.space}/accounts/{uuid.uuid4()}": "account-not-found",
+        f"/v1/spaces/{book.space}/accounts/{foreign}": "account-not-found",
+        f"/v1/spaces/{uuid.uuid4()}/accounts/{book.checking}": "space-not-found",
+        f"/v1/spaces/not-a-uuid/accounts/{book.checking}": "space-not-found",
+        f"/v1/spaces/{book.space}/accounts/not-a-uuid": "account-not-found",
+        f"/v1/spaces/{book.space}/accounts/{'9' * 5000}": "account-not-found",
+    }
+    for path, code in cases.items():
+        answer = both_ways(client, get(client, path, ADMIN))
+        assert (answer.status_code, answer.json()["code"]) == (404, code), path
+    # Another spelling of a UUID is the same id to both.
+    braced = f"/v1/spaces/{{{book.space}}}/accounts/{book.checking.upper()}"
+    assert both_ways(client, get(client, braced, ADMIN)).status_code == 200
+
+
+def test_min_position(api: Api, book: Book) -> None:
+    client = api.client
+    path = book.account_path(book.checking)
+    for value in ("abc", "-1", "1.5", "9" * 40, "", " 1"):
+        answer = both_ways(client, get(client, path, {**ADMIN, "Ledger-Min-Position": value}))
+        assert (answer.status_code, answer.json()["code"]) == (400, "malformed-request"), value
+    far = {**ADMIN, "Ledger-Min-Position": str(10**12)}
+    answer = both_ways(client, get(client, path, far))
+    assert (answer.status_code, answer.json()["code"]) == (503, "position-not-reached")
+    assert answer.headers["retry-after"]
+
+
+def test_request_ids(api: Api, book: Book) -> None:
+    client = api.client
+    path = book.account_path(book.checking)
+    sane = both_ways(client, get(client, path, {**ADMIN, "X-Request-ID": "trace-1:a.b"}))
+    assert sane.headers["x-request-id"] == "trace-1:a.b"
+    insane = both_ways(client, get(client, path, {**ADMIN, "X-Request-ID": "a b"}))
+    assert insane.headers["x-request-id"] != "a b"
+    missing = both_ways(client, get(client, f"/v1/spaces/{book.space}/accounts/x", ADMIN))
+    assert missing.status_code == 404 and missing.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (RuntimeError("a bug"), 500, "internal-error"),
+        (psycopg.OperationalError("connection lost"), 503, "unavailable"),
+    ],
+)
+def test_failures_of_the_read(
+    api: Api, book: Book, failure: Exception, status: int, code: str, monkeypatch: Any
+) -> None:
+    """A bug is a 500 problem (logged, no internals); a lost database a 503 with Retry-After."""
+    client = api.client
+    services = client.app.services  # type: ignore[attr-defined]
+
+    async def failing(space_id: Any, account_id: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(services.account_reader, "account", failing)
+    answer = both_ways(client, get(client, book.account_path(book.checking), ADMIN))
+    assert (answer.status_code, answer.json()["code"]) == (status, code)
+    assert "a bug" not in answer.text and "Traceback" not in answer.text
+
+
+def test_counted_under_the_route(api: Api, book: Book) -> None:
+    client = api.client
+    path = book.account_path(book.checking)
+
+    def count(status: str, method: str = "GET") -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("ledger_http_requests_total{") and (
+                'route="/v1/spaces/{space_id}/accounts/{account_id}"' in line
+                and f'method="{method}"' in line
+                and f'status="{status}"' in line
+            ):
+                return float(line.rpartition(" ")[2])
+        return 0.0
+
+    before = (count("200"), count("404"), count("200", "HEAD"))
+    both_ways(client, get(client, path, ADMIN))
+    both_ways(client, get(client, f"/v1/spaces/{book.space}/accounts/{uuid.uuid4()}", ADMIN))
+    both_ways(client, lambda: client.head(path, headers=ADMIN))
+    after = (count("200"), count("404"), count("200", "HEAD"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")],
+        [(b"user-agent", b"x"), (b"Authorization", b"Bearer c")],
+        [(b"authorization", b""), (b"authorization", b"Bearer d")],
+        [(b"authorization", "Bearer \u00e9".encode("latin-1"))],
+        [(b"host", b"h")],
+    ],
+)
+def test_headers_are_read_as_litestar_reads_them(lines: list[tuple[bytes, bytes]]) -> None:
+    """(The test client joins repeated header lines into one, so this is checked on scopes.)"""
+    scope: Any = {"type": "http", "headers": lines}
+    litestar_headers = Headers.from_scope(scope)
+    for name in ("authorization", "user-agent", "ledger-min-position"):
+        assert _header_reader(scope)(name) == litestar_headers.get(name), name
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "answered"),
+    [
+        ("GET", "/v1/spaces/a/accounts/b", ("a", "b")),
+        ("GET", "/v1/spaces/a/accounts/b/", None),  # Litestar's, which strips the slash
+        ("GET", "/v1/spaces/a/accounts/b/entries", None),
+        ("GET", "/v1/spaces/a/accounts", None),
+        ("GET", "/v1/spaces//accounts/b", None),
+        ("GET", "/v2/spaces/a/accounts/b", None),
+        ("GET", "//v1/spaces/a/accounts/b", None),
+        ("POST", "/v1/spaces/a/accounts/b", None),
+        ("PATCH", "/v1/spaces/a/accounts/b", None),
+    ],
+)
+def test_which_requests_take_the_fast_path(
+    method: str, path: str, answered: tuple[str, str] | None
+) -> None:
+    assert account_path_ids({"type": "http", "method": method, "path": path}) == answered
+
+
+def test_other_spellings_of_the_path_answer_the_same(api: Api, book: Book) -> None:
+    """A trailing slash goes to Litestar's route, which answers what the fast path does."""
+    client = api.client
+    path = book.account_path(book.checking)
+    fast = client.get(path, headers=ADMIN)
+    routed = client.get(path + "/", headers=ADMIN)
+    assert (fast.status_code, fast.json()) == (routed.status_code, routed.json())
+    assert fast.status_code == 200
