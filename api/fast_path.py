@@ -54,14 +54,14 @@ def account_app(app: Litestar, metrics_middleware: Any) -> ASGIApp:
     template = route_template(app, read_routes.ACCOUNT)
 
     async def answer_account(scope: Scope, receive: Receive, send: Send) -> None:
-        request: Request[Any, Any, Any] = Request(scope, receive, send)
         header = _header_reader(scope)
         try:
             services = app.services  # type: ignore[attr-defined]
             admitted = gate.admit(services, _ACCESS, header, scope["path_params"])
             gate.remember(scope, admitted)
-            answer = await read_routes.account_answer(request, header("ledger-min-position"))
+            answer = await read_routes.account_answer(scope, header("ledger-min-position"))
         except Exception as error:  # answered by the app's exception handlers, as in Litestar
+            request: Request[Any, Any, Any] = Request(scope, receive, send)
             response = error_response(request, error)
             await response.to_asgi_response(app=None, request=request)(scope, receive, send)
             return

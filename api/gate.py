@@ -170,7 +170,12 @@ def admitted_of(request: Request[Any, Any, Any]) -> Admitted | None:
 
 
 def _admitted(request: Request[Any, Any, Any]) -> Admitted:
-    admitted = admitted_of(request)
+    return admitted_in(request.scope)
+
+
+def admitted_in(scope: Any) -> Admitted:
+    """What the gate found about the request of `scope` (it passed the gate)."""
+    admitted: Admitted | None = scope.get("state", {}).get(_ADMITTED)
     assert admitted is not None, "a /v1 route always passes the gate first"
     return admitted
 

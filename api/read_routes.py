@@ -22,7 +22,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from api import render, wire
 from api.answers import JsonAnswer, documented
 from api.command_routes import problems
-from api.gate import path_id, read_opt
+from api.gate import admitted_in, path_id, read_opt
 from api.limits import DEFAULT_PAGE_LIMIT, MAX_CURSOR_LENGTH, MAX_PAGE_LIMIT, MAX_POSITION
 from api.services import Services, services_of
 from ledger_core import errors
@@ -216,21 +216,23 @@ async def get_account(request: Req, ledger_min_position: MinPosition) -> JsonAns
     """An account with its balances."""
     # The path's ids are documented from the route's path and parsed by the gate; not asking
     # Litestar for them again saves it a parse per request on the hottest read.
-    return await account_answer(request, ledger_min_position)
+    return await account_answer(request.scope, ledger_min_position)
 
 
-async def account_answer(request: Req, min_position: str | None) -> JsonAnswer:
+async def account_answer(scope: Any, min_position: str | None) -> JsonAnswer:
     """GET account's answer, once the gate admitted the request: from the route above, and from
-    the app's entry for the plain path (api.fast_path)."""
-    services = services_of(request)
+    the app's entry for the plain path (api.fast_path), which builds no Litestar `Request`
+    unless the account is not found."""
+    services: Services = scope["litestar_app"].services
     if min_position is not None:
         await _wait_for_min_position(services, min_position)
     assert services.account_reader is not None, "the app has started"
-    account_id = path_id(request, "account_id")
-    view = await services.account_reader.account(path_id(request, "space_id"), account_id)
+    ids = admitted_in(scope).ids
+    account_id = ids["account_id"]
+    view = await services.account_reader.account(ids["space_id"], account_id)
     if view is None:  # the not-found is built only when it is needed
         missing = errors.AccountNotFound(f"no account {account_id} in this space")
-        view = await _found(request, view, missing)
+        view = await _found(Request(scope), view, missing)
     return JsonAnswer(render.account(view, services.ledger.currencies))
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -73,6 +74,11 @@ _ASSOCIATED_DATA: Final = b"ledger-core sealed value v1"
 _HEADER_CHARS: Final = len(SEAL_PREFIX) + KEY_ID_CHARS + 1
 #: What the key of a command's stored fingerprint is derived from each encryption key with.
 FINGERPRINT_KEY_LABEL: Final = b"ledger idempotency fingerprint key"
+#: Sealed texts whose clear text a cipher remembers, the least recently opened dropped past it.
+#: A read of an account opens its name every time (base64 and AES-GCM: about 5% of a GET
+#: account's CPU); the same sealed text always opens to the same text. A value that does not
+#: open is not remembered (it raises every time).
+OPENED_TEXT_MEMORY: Final = 4096
 
 
 class _Nonces:
@@ -176,6 +182,7 @@ class Cipher:
         self._fingerprint_keys = [
             hmac.new(key, FINGERPRINT_KEY_LABEL, hashlib.sha256).digest() for key in keys
         ]
+        self._open_sealed = functools.lru_cache(maxsize=OPENED_TEXT_MEMORY)(self._open_text)
 
     @classmethod
     def from_setting(cls, setting: str | None) -> Cipher:
@@ -223,6 +230,9 @@ class Cipher:
     def open(self, text: str) -> str:
         if not text.startswith(SEAL_PREFIX):
             return text
+        return self._open_sealed(text)
+
+    def _open_text(self, text: str) -> str:
         aead = self._aead_of(text)
         try:
             raw = base64.urlsafe_b64decode(text[_HEADER_CHARS:])

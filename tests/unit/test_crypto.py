@@ -26,6 +26,7 @@ from ledger_core.crypto import (
     MAX_KEYS,
     NONCE_BYTES,
     NONCES_PER_DRAW,
+    OPENED_TEXT_MEMORY,
     SEAL_PREFIX,
     Cipher,
     EncryptionKeyInvalid,
@@ -89,6 +90,29 @@ def test_an_altered_value_is_refused_not_answered() -> None:
     blob[-1] ^= 1
     with pytest.raises(SealBroken):
         cipher.open_blob(bytes(blob))
+
+
+def test_opened_texts_are_remembered_up_to_the_limit_and_refusals_never() -> None:
+    cipher = _cipher(generate_key())
+    sealed = [cipher.seal(f"Account {number}") for number in range(OPENED_TEXT_MEMORY + 1)]
+    remembered = cipher._open_sealed
+    assert [cipher.open(value) for value in sealed[:-1]] == [
+        f"Account {number}" for number in range(OPENED_TEXT_MEMORY)
+    ]
+    assert remembered.cache_info().currsize == OPENED_TEXT_MEMORY  # at the limit
+    assert cipher.open(sealed[0]) == "Account 0"  # remembered: the same text
+    assert remembered.cache_info().hits == 1
+    assert cipher.open(sealed[-1]) == f"Account {OPENED_TEXT_MEMORY}"  # past it: one dropped
+    assert remembered.cache_info().currsize == OPENED_TEXT_MEMORY
+    assert cipher.open(sealed[1]) == "Account 1"  # the least recently opened was dropped
+    assert remembered.cache_info().hits == 1
+    # A value that does not open raises every time; another cipher does not share the memory.
+    altered = sealed[0][:-4] + "!!!!"
+    for _ in range(2):
+        with pytest.raises(SealBroken):
+            cipher.open(altered)
+    with pytest.raises(EncryptionKeyMissing):
+        _cipher(generate_key()).open(sealed[0])
 
 
 def test_without_keys_nothing_is_sealed_and_nothing_sealed_is_answered() -> None:
