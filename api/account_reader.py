@@ -27,7 +27,11 @@ from uuid import UUID
 
 import psycopg
 
-from ledger_core.limits import DATABASE_CONNECT_TIMEOUT_S, DATABASE_RECONNECT_WINDOW_S
+from ledger_core.limits import (
+    DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_CONNECTION_PARAMETERS,
+    DATABASE_RECONNECT_WINDOW_S,
+)
 from projections.db import is_postgres_url, psycopg_url
 from projections.views import AccountView
 
@@ -128,7 +132,7 @@ class AccountReader:
             psycopg_url(url),
             min_size=ACCOUNT_QUERY_CONNECTIONS,
             max_size=ACCOUNT_QUERY_CONNECTIONS,
-            kwargs={"autocommit": True, "connect_timeout": DATABASE_CONNECT_TIMEOUT_S},
+            kwargs={"autocommit": True, **DATABASE_CONNECTION_PARAMETERS},
             timeout=DATABASE_CONNECT_TIMEOUT_S,  # then 503 `unavailable`
             reconnect_timeout=DATABASE_RECONNECT_WINDOW_S,
             open=False,

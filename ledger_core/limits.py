@@ -4,7 +4,9 @@ TigerBeetle's rule: put a limit on everything, and say why. Each constant here i
 exactly one guard in the domain (or the API for wire-only limits) and tested at and past its edge.
 """
 
-from typing import Final
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 # Amounts -----------------------------------------------------------------------------------------
 
@@ -79,6 +81,31 @@ MAX_APPEND_ATTEMPTS: Final = 20
 #: libraries' defaults waited 5-30 s per attempt, and eventsourcing's recorders make ten attempts:
 #: a write waited minutes.) Whole seconds: libpq's `connect_timeout` takes no fractions.
 DATABASE_CONNECT_TIMEOUT_S: Final = 3
+#: TCP keepalive on every PostgreSQL connection (libpq's `keepalives_*`): a connection whose peer
+#: vanished without a reset or a refusal (a host powered off, a network path that drops packets)
+#: is found dead after this many seconds of silence and `DATABASE_KEEPALIVE_PROBES` unanswered
+#: probes `DATABASE_KEEPALIVE_INTERVAL_S` apart (about 19 s), so a statement waiting on it fails
+#: (503 `unavailable`; the writer answers and goes on) instead of waiting for the kernel's
+#: default of over two hours. Idle pooled connections and the projections' LISTEN connection
+#: are found dead the same way.
+DATABASE_KEEPALIVE_IDLE_S: Final = 10
+DATABASE_KEEPALIVE_INTERVAL_S: Final = 3
+DATABASE_KEEPALIVE_PROBES: Final = 3
+#: Data sent to PostgreSQL and not acknowledged (by its host's TCP, not by an answer: a long
+#: statement is not cut) for this long drops the connection (libpq's `tcp_user_timeout`): the
+#: case keepalive does not cover, a peer that vanished while a request was on its way.
+DATABASE_TCP_USER_TIMEOUT_MS: Final = 20_000
+#: The libpq parameters of every PostgreSQL connection the ledger opens (pools and single ones).
+DATABASE_CONNECTION_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "connect_timeout": DATABASE_CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": DATABASE_KEEPALIVE_IDLE_S,
+        "keepalives_interval": DATABASE_KEEPALIVE_INTERVAL_S,
+        "keepalives_count": DATABASE_KEEPALIVE_PROBES,
+        "tcp_user_timeout": DATABASE_TCP_USER_TIMEOUT_MS,
+    }
+)
 #: A pool that lost a connection retries with back-off (1, 2, 4 s ...) for at most this long, then
 #: starts again afresh when a request needs a connection. (psycopg_pool's default, five minutes,
 #: let the back-off grow over a long outage: the pools stayed empty for minutes after the

@@ -61,6 +61,7 @@ from psycopg_pool import PoolTimeout
 
 from ledger_core.limits import (
     DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_CONNECTION_PARAMETERS,
     DATABASE_RECONNECT_WINDOW_S,
     STORE_ATTEMPTS,
 )
@@ -415,7 +416,7 @@ class PostgresLedgerStore(LedgerStore):
             connect_timeout=DATABASE_CONNECT_TIMEOUT_S,  # the wait for a pooled connection
         )
         # ... and for a new one (the datastore passes no libpq timeout: none by default).
-        self.datastore.pool.kwargs["connect_timeout"] = DATABASE_CONNECT_TIMEOUT_S
+        self.datastore.pool.kwargs.update(DATABASE_CONNECTION_PARAMETERS)
         self.datastore.pool.reconnect_timeout = DATABASE_RECONNECT_WINDOW_S
         self.events = _PostgresEventsRecorder(self.datastore, events_table_name=EVENTS_TABLE)
         self.snapshots = _PostgresSnapshotsRecorder(
@@ -430,7 +431,9 @@ class PostgresLedgerStore(LedgerStore):
         # refuses concurrent CREATE OR REPLACE FUNCTION ("tuple concurrently updated"), so table
         # creation is serialised by a session advisory lock (on a connection of its own, so a
         # pool of one connection cannot deadlock).
-        with psycopg.connect(self.url, autocommit=True) as connection:
+        with psycopg.connect(
+            self.url, autocommit=True, **DATABASE_CONNECTION_PARAMETERS
+        ) as connection:
             connection.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK_ID,))
             try:
                 self.events.create_table()
@@ -451,7 +454,7 @@ class PostgresLedgerStore(LedgerStore):
                 self.url,
                 autocommit=True,
                 row_factory=tuple_row,
-                connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
+                **DATABASE_CONNECTION_PARAMETERS,
             )
             self._append_connection = connection
         return connection

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
 
-from ledger_core.limits import DATABASE_CONNECT_TIMEOUT_S
+from ledger_core.limits import DATABASE_CONNECTION_PARAMETERS
 from ledger_core.store import is_unavailable, sqlite_path_from_url
 
 #: How long an SQLite connection waits for the write lock before failing (the command side's
@@ -188,7 +188,7 @@ class Database:
                 psycopg_url(self.url),
                 autocommit=True,
                 application_name=APPLICATION_NAME,
-                connect_timeout=DATABASE_CONNECT_TIMEOUT_S,
+                **DATABASE_CONNECTION_PARAMETERS,
             )
         connection = sqlite3.connect(
             sqlite_path_from_url(self.url),

@@ -38,7 +38,11 @@ from ledger_core.codec import decode_event, event_to_builtins
 from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.errors import InvalidRequest
 from ledger_core.events import GLOBAL_STREAM_ID
-from ledger_core.limits import DATABASE_CONNECT_TIMEOUT_S, DATABASE_RECONNECT_WINDOW_S
+from ledger_core.limits import (
+    DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_CONNECTION_PARAMETERS,
+    DATABASE_RECONNECT_WINDOW_S,
+)
 from ledger_core.store import COMMANDS_TABLE
 from ledger_core.types import ACCOUNT_TYPES, DIRECTIONS
 from projections.balances import decode_entries, decode_metadata
@@ -207,7 +211,7 @@ class ReadModels:
                     psycopg_url(self.database.url),
                     min_size=1,
                     max_size=READ_POOL_MAX_CONNECTIONS,
-                    kwargs={"autocommit": True, "connect_timeout": DATABASE_CONNECT_TIMEOUT_S},
+                    kwargs={"autocommit": True, **DATABASE_CONNECTION_PARAMETERS},
                     check=ConnectionPool.check_connection,
                     # A read waits this long for a connection, then answers 503 `unavailable`.
                     timeout=DATABASE_CONNECT_TIMEOUT_S,
