@@ -44,10 +44,8 @@ def create_app(
     ledger: Ledger | None = None,
     read_models: ReadModels | None = None,
     run_projections: bool = True,
-    fast_path: bool = True,
 ) -> Litestar:
-    """Build the app. A given `ledger`/`read_models` is used and left open at shutdown.
-    `fast_path=False`: GET account through Litestar's routing too (api.fast_path)."""
+    """Build the app. A given `ledger`/`read_models` is used and left open at shutdown."""
     services = Services(
         settings=settings or LedgerSettings(),
         metrics=Metrics(),
@@ -67,8 +65,7 @@ def create_app(
         debug=False,
     )
     app.services = services
-    if fast_path:
-        app.account_app = account_app(app, services.metrics.middleware)
+    app.account_app = account_app(app, services.metrics.middleware)
     return app
 
 
