@@ -10,7 +10,7 @@ from litestar import Request, Response, get
 from litestar.concurrency import sync_to_thread
 from litestar.openapi.datastructures import ResponseSpec
 
-from api import wire
+from api import auth, wire
 from api.metrics import METRICS_CONTENT_TYPE
 from api.services import Services, services_of
 
@@ -41,12 +41,25 @@ def health() -> wire.Health:
 async def ready(request: Req) -> Response[wire.Readiness]:
     """Ready when the database answers; says how far the projections lag behind the log and
     which projection, if any, stopped on an event it could not apply (it is still ready: the
-    writes go on, and reads answer what was applied)."""
-    readiness = await sync_to_thread(_readiness, services_of(request))
+    writes go on, and reads answer what was applied); why it stopped only to an admin token."""
+    authorization = request.headers.get("authorization")
+    readiness = await sync_to_thread(_readiness, services_of(request), authorization)
     return Response(readiness, status_code=200 if readiness.database else 503)
 
 
-def _readiness(services: Services) -> wire.Readiness:
+def _is_admin(services: Services, authorization: str | None) -> bool:
+    """Whether the request carries an admin token (no token, or any other, is not an error
+    here: /ready answers everyone, it only says less)."""
+    if authorization is None:
+        return False
+    try:
+        principal = auth.authenticate(authorization, services.ledger, services.admin_token_hash)
+    except Exception:  # unknown, revoked or malformed token; or the database is away
+        return False
+    return principal.role == "admin"
+
+
+def _readiness(services: Services, authorization: str | None) -> wire.Readiness:
     try:
         log_position = services.ledger.store.max_position()
         applied = services.read_models.applied_position()
@@ -60,6 +73,7 @@ def _readiness(services: Services) -> wire.Readiness:
             log_position=None,
             projection_lag=None,
         )
+    admin = bool(failures) and _is_admin(services, authorization)
     return wire.Readiness(
         status="ready",
         database=True,
@@ -67,7 +81,9 @@ def _readiness(services: Services) -> wire.Readiness:
         log_position=log_position,
         projection_lag=max(0, log_position - applied),
         failed_projections=[
-            wire.FailedProjection(name=name, position=position, topic=topic, reason=reason)
+            wire.FailedProjection(
+                name=name, position=position, topic=topic, reason=reason if admin else None
+            )
             for name, position, topic, reason in failures
         ],
     )

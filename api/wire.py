@@ -273,7 +273,9 @@ class FailedProjection(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     position: int
     topic: str
-    reason: str
+    #: Why, as the projection's error said it: only to an admin token (the message may quote
+    #: stored rows, and /ready needs no token); `ledger status` and the log say it too.
+    reason: str | None
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
