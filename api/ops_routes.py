@@ -13,6 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from api import auth, wire
 from api.metrics import METRICS_CONTENT_TYPE
 from api.services import Services, services_of
+from ledger_core import errors
 
 logger = logging.getLogger("api")
 
@@ -54,7 +55,7 @@ def _is_admin(services: Services, authorization: str | None) -> bool:
         return False
     try:
         principal = auth.authenticate(authorization, services.ledger, services.admin_token_hash)
-    except Exception:  # unknown, revoked or malformed token; or the database is away
+    except errors.LedgerError:  # an unknown, revoked or malformed token
         return False
     return principal.role == "admin"
 
