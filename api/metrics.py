@@ -63,6 +63,12 @@ class Metrics:
             "Commands the ledger's writer decided since start (over batches: the group size).",
             registry=self.registry,
         )
+        self.writer_queued_postings = Gauge(
+            "ledger_writer_queued_postings",
+            "Postings waiting in the writer's queue (a batch counts as its postings); past "
+            "ledger_core.limits.MAX_QUEUED_POSTINGS commands are refused with 503 unavailable.",
+            registry=self.registry,
+        )
         self.projection_lag = Gauge(
             "ledger_projection_lag_events",
             "Events in the log the projections have not applied yet (-1: projections not run).",
@@ -81,10 +87,17 @@ class Metrics:
     def watch_projection_failures(self, failed: Callable[[], int]) -> None:
         self.projections_failed.set_function(lambda: float(failed()))
 
-    def watch_writer(self, batches: Callable[[], int], commands: Callable[[], int]) -> None:
-        """The writer's group commits: commands per batch is commands / batches."""
+    def watch_writer(
+        self,
+        batches: Callable[[], int],
+        commands: Callable[[], int],
+        queued_postings: Callable[[], int],
+    ) -> None:
+        """The writer's group commits (commands per batch is commands / batches) and its
+        queue."""
         self.writer_batches.set_function(lambda: float(batches()))
         self.writer_commands.set_function(lambda: float(commands()))
+        self.writer_queued_postings.set_function(lambda: float(queued_postings()))
 
     def _children_for(self, scope: Scope, status: int) -> tuple[Any, Any]:
         route = scope.get("path_template") or "unmatched"

@@ -95,7 +95,9 @@ class Services:
         self.metrics.watch_projection_lag(self.projection_lag)
         self.metrics.watch_projection_failures(self.failed_projections)
         writer = self._ledger.writer
-        self.metrics.watch_writer(lambda: writer.batches, lambda: writer.commands)
+        self.metrics.watch_writer(
+            lambda: writer.batches, lambda: writer.commands, lambda: writer.queued_postings
+        )
 
     async def on_startup(self, app: Litestar) -> None:
         """The app's startup hook: `start()`, then what needs the serving event loop (the

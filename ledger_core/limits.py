@@ -63,6 +63,15 @@ MAX_SPACES_PER_TOKEN: Final = 1000
 
 #: The writer appends at most this many commands in one database transaction (group commit).
 MAX_COMMANDS_PER_APPEND: Final = 2000
+#: Postings that may wait in the writer's queue, a batch counting as its postings and any other
+#: command as one. Past it a command is refused at once with `unavailable` (503 with
+#: Retry-After; nothing is recorded, the client retries with the same key) instead of joining a
+#: queue that grows without bound while the database is slow or stuck: the memory held by
+#: waiting requests stays bounded, and a client learns in microseconds, not at its own timeout,
+#: that the ledger is saturated. The writer appends about 3,000 single postings or 10,000
+#: postings in batches per second here, so a full queue is a few seconds of work; it holds 20
+#: batches of the largest size.
+MAX_QUEUED_POSTINGS: Final = 20_000
 #: How many recent idempotency keys each space keeps in memory; older keys are found in the
 #: commands table, whose primary key is what makes a key unique forever.
 RECENT_KEYS_PER_SPACE: Final = 50_000

@@ -43,6 +43,7 @@ from ledger_core.limits import (
     MAX_COMMANDS_PER_APPEND,
     MAX_DESCRIPTION_LENGTH,
     MAX_POSTINGS_PER_BATCH,
+    MAX_QUEUED_POSTINGS,
     MAX_SPACE_NAME_LENGTH,
     MAX_SPACES_PER_TOKEN,
     SNAPSHOT_INTERVAL_EVENTS,
@@ -137,10 +138,21 @@ class GlobalState(SpaceState):
 class _Request:
     """A queued command and how to answer its caller."""
 
-    __slots__ = ("answer", "command", "delivered", "error", "future", "loop", "replayed")
+    __slots__ = (
+        "answer",
+        "command",
+        "delivered",
+        "error",
+        "future",
+        "loop",
+        "replayed",
+        "weight",
+    )
 
     def __init__(self, command: cmd.Command) -> None:
         self.command = command
+        #: What it counts against `MAX_QUEUED_POSTINGS` while queued.
+        self.weight = len(command.postings) if isinstance(command, cmd.RecordBatch) else 1
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: Any = None
         self.answer: KeyAnswer | None = None
@@ -229,10 +241,15 @@ class Writer:
         *,
         clock: Clock = utc_now,
         max_commands_per_append: int = MAX_COMMANDS_PER_APPEND,
+        max_queued_postings: int = MAX_QUEUED_POSTINGS,
         cipher: Cipher = CLEAR,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.max_queued_postings = max_queued_postings
+        #: The weights of the requests in `_queue` (see `MAX_QUEUED_POSTINGS`), under its lock.
+        self._queued_postings = 0
+        self._queued_lock = threading.Lock()
         #: Seals sensitive text on its way to the store and opens it on its way back.
         self.cipher = cipher
         self.max_commands_per_append = max_commands_per_append
@@ -277,7 +294,7 @@ class Writer:
         request = _Request(command)
         request.loop = asyncio.get_running_loop()
         request.future = request.loop.create_future()
-        self._queue.put(request)
+        self._enqueue(request)
         future: asyncio.Future[CommandResult] = request.future
         return future
 
@@ -286,9 +303,33 @@ class Writer:
             raise errors.Unavailable("the ledger is closed")
         request = _Request(command)
         request.future = concurrent.futures.Future()
-        self._queue.put(request)
+        self._enqueue(request)
         future: concurrent.futures.Future[CommandResult] = request.future
         return future
+
+    @property
+    def queued_postings(self) -> int:
+        """Postings waiting in the queue now (see `MAX_QUEUED_POSTINGS`)."""
+        return self._queued_postings
+
+    def _enqueue(self, request: _Request) -> None:
+        """Queue `request`, or refuse it with `unavailable` if the queue is full."""
+        with self._queued_lock:
+            queued = self._queued_postings + request.weight
+            if queued > self.max_queued_postings:
+                raise errors.Unavailable(
+                    f"the ledger has {self._queued_postings:,} postings waiting to be recorded "
+                    f"(at most {self.max_queued_postings:,}); nothing was recorded: retry "
+                    "shortly with the same Idempotency-Key"
+                )
+            self._queued_postings = queued
+            self._queue.put(request)
+
+    def _dequeued(self, items: list[Any]) -> None:
+        weight = sum(item.weight for item in items if isinstance(item, _Request))
+        if weight:
+            with self._queued_lock:
+                self._queued_postings -= weight
 
     def call(self, function: Callable[[], T]) -> T:
         """Run `function` on the writer thread, between batches, and return its result."""
@@ -396,6 +437,7 @@ class Writer:
             if not stop:
                 items.append(item)
         self._stop_taken = self._stop_taken or stop
+        self._dequeued(items)
         self._outstanding = [i for i in self._outstanding if not _answered(i)]
         self._outstanding.extend(items)
         return items, stop
@@ -492,6 +534,7 @@ class Writer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
+            self._dequeued([item])
             if isinstance(item, _Request):
                 item.error = errors.Unavailable("the ledger is closed")
                 self._deliver([item])

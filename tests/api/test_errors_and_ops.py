@@ -158,6 +158,7 @@ def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> 
     batches = float(text.split("\nledger_writer_batches ")[1].split()[0])
     commands = float(text.split("\nledger_writer_commands ")[1].split()[0])
     assert 1 <= batches <= commands
+    assert "\nledger_writer_queued_postings 0.0\n" in text  # nothing waits once answered
     ui = anonymous.get("/schema")
     assert ui.status_code == 200 and "<html" in ui.text.lower()
     schema = anonymous.get("/schema/openapi.json").json()

@@ -1197,6 +1197,50 @@ def test_the_writer_takes_at_most_max_commands_per_append_at_once(
         assert book.posted(cash) == 500
 
 
+def test_the_writer_queue_holds_at_most_max_queued_postings(
+    database_url: str, clock: ManualClock
+) -> None:
+    """While the writer is busy, commands queue up to MAX_QUEUED_POSTINGS postings, a batch
+    counting as its postings. At the limit every command is accepted and then recorded; one
+    posting past it is refused at once with `unavailable` and records nothing; the same key is
+    recorded once the queue has drained."""
+    from ledger_core.limits import MAX_QUEUED_POSTINGS
+
+    with Ledger.open(database_url, clock=clock) as ledger:
+        book = Book(ledger)
+        cash, equity = book.open(), book.open("equity")
+        one = spec(cash, equity, "1.00")
+        full_batches, rest = divmod(MAX_QUEUED_POSTINGS - 1, MAX_POSTINGS_PER_BATCH)
+        sizes = [MAX_POSTINGS_PER_BATCH] * full_batches + [rest]
+        started, hold = threading.Event(), threading.Event()
+
+        def held() -> None:
+            started.set()
+            hold.wait(timeout=60)
+
+        holder = threading.Thread(target=ledger.writer.call, args=(held,))
+        holder.start()  # the writer waits in this call while the queue fills
+        try:
+            assert started.wait(timeout=30)
+            futures = [ledger.writer.submit(batch_of(book, [one] * size)) for size in sizes if size]
+            futures.append(ledger.writer.submit(book.posting(cash, equity, "1.00")))
+            assert ledger.writer.queued_postings == MAX_QUEUED_POSTINGS  # at the limit
+            past = book.posting(cash, equity, "1.00", key="past-the-queue")
+            with pytest.raises(errors.Unavailable) as refused:
+                ledger.writer.submit(past)
+            assert "retry" in refused.value.detail
+            assert ledger.writer.queued_postings == MAX_QUEUED_POSTINGS
+        finally:
+            hold.set()
+            holder.join()
+        assert all(future.result(timeout=120).position for future in futures)
+        assert ledger.writer.queued_postings == 0
+        assert book.posted(cash) == MAX_QUEUED_POSTINGS * 100  # the refused one recorded nothing
+        recorded = ledger.execute(past)
+        assert not recorded.replayed
+        assert book.posted(cash) == (MAX_QUEUED_POSTINGS + 1) * 100
+
+
 @pytest.mark.parametrize("conflicts", [3, 4])
 def test_append_conflicts_are_retried_up_to_max_append_attempts(
     book: Book, monkeypatch: pytest.MonkeyPatch, conflicts: int
