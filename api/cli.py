@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import click
 
+from api.cli_export import export
 from api.cli_projections import migrate, project, replay, status, verify
 from api.demo import demo
 from api.serve import keygen, serve, token
@@ -66,3 +67,4 @@ main.add_command(project)
 main.add_command(status)
 main.add_command(replay)
 main.add_command(verify)
+main.add_command(export)

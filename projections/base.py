@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NamedTuple
 from uuid import UUID
 
-from ledger_core.codec import decode_event
-from ledger_core.events import Event
+from ledger_core.codec import decode_event, event_to_builtins
+from ledger_core.crypto import CLEAR, Cipher
+from ledger_core.events import GLOBAL_STREAM_ID, Event
 from ledger_core.store import EVENTS_TABLE
 from projections.db import Cursor, Database
 from projections.feed import LightEvent, decode_light
+from projections.views import EventView
 
 #: The table of per-projection positions (created by migration m0002).
 TRACKING_TABLE: Final = "ledger_projections"
@@ -151,6 +153,19 @@ def decode_stored(row: StoredRow) -> Event:
         return decode_event(row.topic, row.state)
     except Exception as error:  # any decoding failure is this event's failure
         raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
+
+
+def event_view(row: StoredRow, cipher: Cipher = CLEAR) -> EventView:
+    """A stored event as the log's readers see it (`GET /v1/events`, `ledger export`): its
+    position, space, type, time and every field, sealed text opened with `cipher`."""
+    event = decode_event(row.topic, row.state, cipher)
+    return EventView(
+        position=row.position,
+        space_id=None if row.stream_id == GLOBAL_STREAM_ID else row.stream_id,
+        type=type(event).__name__,
+        recorded_at=event.recorded_at,
+        data=event_to_builtins(event),
+    )
 
 
 #: Writes a prepared batch's changes through the cursor of the write transaction.

@@ -34,10 +34,8 @@ from uuid import UUID
 
 import msgspec
 
-from ledger_core.codec import decode_event, event_to_builtins
 from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.errors import InvalidRequest
-from ledger_core.events import GLOBAL_STREAM_ID
 from ledger_core.limits import (
     DATABASE_CONNECT_TIMEOUT_S,
     DATABASE_CONNECTION_PARAMETERS,
@@ -46,7 +44,7 @@ from ledger_core.limits import (
 from ledger_core.store import COMMANDS_TABLE
 from ledger_core.types import ACCOUNT_TYPES, DIRECTIONS
 from projections.balances import decode_entries, decode_metadata
-from projections.base import TRACKING_TABLE, read_rows
+from projections.base import TRACKING_TABLE, event_view, read_rows
 from projections.db import Database
 from projections.registry import PROJECTIONS
 from projections.views import (
@@ -606,17 +604,7 @@ class ReadModels:
         rows = self._event_rows(after, limit + 1)
         items: list[EventView] = []
         for row in rows[:limit]:
-            event = decode_event(row.topic, row.state, self.cipher)
-            data = event_to_builtins(event)
-            items.append(
-                EventView(
-                    position=row.position,
-                    space_id=None if row.stream_id == GLOBAL_STREAM_ID else row.stream_id,
-                    type=type(event).__name__,
-                    recorded_at=event.recorded_at,
-                    data=data,
-                )
-            )
+            items.append(event_view(row, self.cipher))
         next_cursor = str(items[-1].position) if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
