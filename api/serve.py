@@ -225,7 +225,13 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--role", type=click.Choice(["admin", "write", "read"]), required=True)
-@click.option("--space", "spaces", multiple=True, type=click.UUID, help="A space to grant.")
+@click.option(
+    "--space",
+    "spaces",
+    multiple=True,
+    type=click.UUID,
+    help="A space to grant (repeatable). An admin token given spaces is limited to them.",
+)
 def create_token(role: str, spaces: tuple[uuid.UUID, ...]) -> None:
     """Create an API token and print it (only its hash is stored: it is shown this once)."""
     value = new_token()

@@ -1,7 +1,8 @@
 """Authentication and authorisation for every route: no token 401, a space outside the token's
-grants 404 exactly like a missing space (whatever the role), a read token writing 403, admin
-routes 403 for the other roles; tokens are stored hashed and revocable; `ledger token create`
-makes a working token; LEDGER_ADMIN_TOKEN bootstraps an admin."""
+grants 404 exactly like a missing space (whatever the role, admin included), a read token
+writing 403, admin routes 403 for the other roles and for an admin token limited to some
+spaces; tokens are stored hashed and revocable; `ledger token create` makes a working token;
+LEDGER_ADMIN_TOKEN bootstraps an admin."""
 
 from __future__ import annotations
 
@@ -59,26 +60,37 @@ def test_every_space_route_checks_token_grant_and_role(api: Api, book: Book) -> 
     other_space = api.open_space("Other")
     outsider_write = api.as_token(api.issue_token("write", [other_space]))
     outsider_read = api.as_token(api.issue_token("read", [other_space]))
+    # An admin token issued with spaces is held to them like any other (API.md: "whatever
+    # the role").
+    outsider_admin = api.as_token(api.issue_token("admin", [other_space]))
     reader = api.as_token(api.issue_token("read", [book.space]))
+    space_admin = api.as_token(api.issue_token("admin", [book.space]))
     nobody = api.as_token(None)
     stranger = api.as_token("not-a-token-anyone-issued")
     for method, path, body in space_routes(book, hold["id"]):
         for caller in (nobody, stranger):
             problem_of(send(caller, method, path, body), 401, "unauthenticated")
-        for caller in (outsider_write, outsider_read):
+        for caller in (outsider_write, outsider_read, outsider_admin):
             problem_of(send(caller, method, path, body), 404, "space-not-found")
         missing_space = path.replace(book.space, MISSING)
         problem_of(send(api, method, missing_space, body), 404, "space-not-found")
         answer = send(reader, method, path, body)
         if body is None:
             assert answer.status_code == 200, (path, answer.text)
+            assert send(space_admin, method, path, body).status_code == 200, path
         else:
             problem_of(answer, 403, "forbidden")
+    # Inside its space, an admin token limited to it writes as an admin does.
+    created = send(space_admin, "POST", f"/v1/spaces/{book.space}/accounts", {
+        "name": "Opened by the space's admin", "type": "asset", "currency": "USD"
+    })  # fmt: skip
+    assert created.status_code == 201, created.text
 
 
 def test_global_routes_are_for_admins(api: Api, book: Book) -> None:
     writer = api.as_token(api.issue_token("write", [book.space]))
     reader = api.as_token(api.issue_token("read", [book.space]))
+    space_admin = api.as_token(api.issue_token("admin", [book.space]))
     token_id = api.ok(api.post("/v1/tokens", {"role": "read", "spaces": []}), 201)["id"]
     admin_only = [
         ("POST", "/v1/spaces", {"name": "S", "base_currency": "USD"}),
@@ -91,6 +103,9 @@ def test_global_routes_are_for_admins(api: Api, book: Book) -> None:
         problem_of(send(api.as_token(None), method, path, body), 401, "unauthenticated")
         for caller in (writer, reader):
             problem_of(send(caller, method, path, body), 403, "forbidden")
+        # Only an admin token granted every space (issued with none) is an admin out here.
+        refused = problem_of(send(space_admin, method, path, body), 403, "forbidden")
+        assert "limited to some spaces" in refused["detail"]
     assert reader.get("/v1/assets").status_code == 200
     problem_of(api.as_token(None).get("/v1/assets"), 401, "unauthenticated")
 

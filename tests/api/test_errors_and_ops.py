@@ -322,7 +322,8 @@ def test_ready_and_metrics_name_a_stopped_projection(
     # Why, only to an admin token: the error's message may quote stored rows.
     assert failed["reason"] is None
     reader = api.issue_token("read", [book.space])
-    for token in (reader, "not-a-token"):
+    space_admin = api.issue_token("admin", [book.space])  # not granted every space
+    for token in (reader, space_admin, "not-a-token"):
         seen = anonymous.get("/ready", headers={"Authorization": f"Bearer {token}"}).json()
         assert [item["reason"] for item in seen["failed_projections"]] == [None]
     as_admin = anonymous.get("/ready", headers=api.headers()).json()
