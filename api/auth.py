@@ -70,6 +70,12 @@ class Principal:
         return True
 
 
+class UnknownToken(Unauthenticated):
+    """A well-formed bearer token whose hash this process does not know: perhaps issued by
+    another process a moment ago (`api.gate` catches up once before answering 401). Its answer
+    is the same as for a revoked token."""
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -110,7 +116,9 @@ def authenticate(
     if admin_token_hash is not None and hmac.compare_digest(token_hash, admin_token_hash):
         return Principal(BOOTSTRAP_ADMIN_ID, "admin", frozenset())
     record = ledger.token_by_hash(token_hash)
-    if record is None or record.revoked:
+    if record is None:
+        raise UnknownToken("the token is unknown or revoked")
+    if record.revoked:
         raise Unauthenticated("the token is unknown or revoked")
     return Principal(str(record.id), record.role, frozenset(record.spaces))
 

@@ -57,7 +57,7 @@ def account_app(app: Litestar, metrics_middleware: Any) -> ASGIApp:
         header = _header_reader(scope)
         try:
             services = app.services  # type: ignore[attr-defined]
-            admitted = gate.admit(services, _ACCESS, header, scope["path_params"])
+            admitted = await gate.admit_caught_up(services, _ACCESS, header, scope["path_params"])
             gate.remember(scope, admitted)
             answer = await read_routes.account_answer(scope, header("ledger-min-position"))
         except Exception as error:  # answered by the app's exception handlers, as in Litestar

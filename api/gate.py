@@ -72,7 +72,7 @@ async def gate(request: Request[Any, Any, Any]) -> None:
         return
     services = services_of(request)
     headers = request.headers
-    admitted = admit(services, access, headers.get, request.path_params)
+    admitted = await admit_caught_up(services, access, headers.get, request.path_params)
     remember(request.scope, admitted)
     if opt.get("command"):
         key = rules.check_idempotency_key(headers.get("idempotency-key"))
@@ -83,6 +83,21 @@ async def gate(request: Request[Any, Any, Any]) -> None:
         body_type: type[wire.RequestBody] | None = opt.get("body")
         if body_type is not None:
             await _decode_body(request, services, body_type, admitted.ids.get("space_id"), key)
+
+
+async def admit_caught_up(
+    services: Services,
+    access: auth.Access,
+    header: Callable[[str], str | None],
+    params: Mapping[str, str],
+) -> Admitted:
+    """`admit`, which catches up on the tokens other processes issued before it answers 401 to
+    a token this process does not know (`api.token_catch_up`)."""
+    try:
+        return admit(services, access, header, params)
+    except auth.UnknownToken:
+        await services.token_catch_up.wait()
+        return admit(services, access, header, params)
 
 
 def admit(

@@ -30,3 +30,8 @@ READ_THREADS: Final = 8
 
 #: Largest `Ledger-Min-Position` / `after` accepted: a signed 64-bit position.
 MAX_POSITION: Final = 2**63 - 1
+
+#: Catch-ups of the global stream asked for by requests with an unknown token start at most this
+#: often (`api.token_catch_up`): a token issued by another process a moment ago is known on its
+#: first request, and garbage tokens cost the writer at most ten store reads a second.
+UNKNOWN_TOKEN_CATCH_UP_INTERVAL_S: Final = 0.1

@@ -1,4 +1,5 @@
-"""`ledger serve` (the HTTP API) and `ledger token create` (an API token, printed once).
+"""`ledger serve` (the HTTP API) and `ledger token create|list|revoke` (API tokens: a new one is
+printed once; the list never shows a token, only what it may do).
 
 `ledger serve` applies the migrations, then serves `api.app.create_app()` with the projections
 running in the same process (unless `--no-projections`, for a separate `ledger project`), on the
@@ -246,6 +247,46 @@ def create_token(role: str, spaces: tuple[uuid.UUID, ...]) -> None:
             )
         )
     click.echo(value)
+
+
+@token.command("list")
+def list_tokens() -> None:
+    """Every token issued: its id, role, spaces and whether it is revoked (never the token
+    itself: only its hash is stored). LEDGER_ADMIN_TOKEN is not listed: it is not stored."""
+    with Ledger.open(settings=LedgerSettings()) as ledger:
+        records = ledger.tokens()
+    if not records:
+        click.echo("no tokens issued (LEDGER_ADMIN_TOKEN, if set, is not stored)")
+        return
+    click.echo(f"{'id':<36}  {'role':<5}  {'state':<7}  spaces")
+    for record in records:
+        if record.spaces:
+            spaces = ", ".join(str(space) for space in record.spaces)
+        else:
+            spaces = "every space" if record.role == "admin" else "none"
+        state = "revoked" if record.revoked else "active"
+        click.echo(f"{record.id!s:<36}  {record.role:<5}  {state:<7}  {spaces}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=click.UUID)
+def revoke_token(token_id: uuid.UUID) -> None:
+    """Revoke a token at once (every later request with it is 401). Revoking a revoked token
+    changes nothing; an unknown id is an error."""
+    from ledger_core import errors
+
+    with Ledger.open(settings=LedgerSettings()) as ledger:
+        try:
+            ledger.execute(
+                cmd.RevokeToken(
+                    idempotency_key=f"cli-revoke:{uuid.uuid4()}",
+                    token_id=token_id,
+                    context=CommandContext(user_agent="ledger token revoke"),
+                )
+            )
+        except errors.TokenNotFound as error:
+            raise click.ClickException(error.detail) from error
+    click.echo(f"revoked {token_id}")
 
 
 @click.command()

@@ -20,8 +20,9 @@ from litestar import Litestar, Request
 
 from api.account_reader import AccountReader
 from api.auth import hash_token
-from api.limits import READ_THREADS
+from api.limits import READ_THREADS, UNKNOWN_TOKEN_CATCH_UP_INTERVAL_S
 from api.metrics import Metrics
+from api.token_catch_up import TokenCatchUp
 from ledger_core.crypto import Cipher
 from ledger_core.ledger import Ledger
 from ledger_core.settings import LedgerSettings
@@ -52,6 +53,14 @@ class Services:
     account_reader: AccountReader | None = None
     admin_token_hash: str | None = field(default=None)
     _token_secret: str | None = None
+    _token_catch_up: TokenCatchUp | None = None
+
+    @property
+    def token_catch_up(self) -> TokenCatchUp:
+        """What the gate awaits before it answers 401 to an unknown token."""
+        if self._token_catch_up is None:
+            raise RuntimeError("the app has not started")
+        return self._token_catch_up
 
     @property
     def ledger(self) -> Ledger:
@@ -80,6 +89,9 @@ class Services:
         if self.settings.admin_token:
             self.admin_token_hash = hash_token(self.settings.admin_token)
         self._ledger = self.ledger_given or Ledger.open(settings=self.settings)
+        self._token_catch_up = TokenCatchUp(
+            self._ledger.catch_up_global, UNKNOWN_TOKEN_CATCH_UP_INTERVAL_S
+        )
         self._read_models = self.read_models_given or _open_read_models(url, self._ledger.cipher)
         self.read_executor = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ledger-read")
         self.account_reader = AccountReader(

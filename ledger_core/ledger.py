@@ -113,6 +113,16 @@ class Ledger:
             ]
         )
 
+    async def catch_up_global(self) -> None:
+        """Read the tokens and assets other processes recorded since this one last looked
+        (the writer also does so every `GLOBAL_CATCH_UP_SECONDS`)."""
+        await self.writer.call_async(self.writer.catch_up_global)
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token issued, revoked ones included, in the order they were issued."""
+        state = self.writer.global_state
+        return self.writer.call(lambda: list(state.tokens.values()))
+
     def token_by_hash(self, token_hash: str) -> TokenRecord | None:
         """The live (not revoked) token with this SHA-256 hex hash, if any."""
         state = self.writer.global_state

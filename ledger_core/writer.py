@@ -23,6 +23,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -85,6 +86,13 @@ logger = logging.getLogger(__name__)
 MAX_CACHED_SPACES: Final = 10_000
 #: When no command arrives for this long, the writer expires due holds in the loaded spaces.
 IDLE_SWEEP_SECONDS: Final = 1.0
+#: The writer reads what other processes recorded in the global stream (tokens issued or
+#: revoked, assets registered: `ledger token create|revoke`, another `ledger serve` on the same
+#: PostgreSQL) at least this often, busy or idle; a token is honoured, and a revoked one refused,
+#: within this long everywhere. (It used to catch up only after a second without commands, so
+#: under steady load a token revoked elsewhere kept working.) An unknown token also triggers a
+#: catch-up at once (`api.gate`).
+GLOBAL_CATCH_UP_SECONDS: Final = 1.0
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -257,6 +265,8 @@ class Writer:
         self.currencies = CurrencyTable(self.global_state.assets)
         #: Whether `global_state` holds the global stream as stored (see `_ensure_global`).
         self._global_loaded = False
+        #: When the writer next reads the global stream for other processes' events.
+        self._global_due = 0.0
         self.spaces: OrderedDict[UUID, SpaceState] = OrderedDict()
         self.snapshot_versions: dict[UUID, int] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -333,12 +343,26 @@ class Writer:
 
     def call(self, function: Callable[[], T]) -> T:
         """Run `function` on the writer thread, between batches, and return its result."""
+        return self._call(function).result()
+
+    async def call_async(self, function: Callable[[], T]) -> T:
+        """`call` for asyncio callers: the event loop goes on while the writer runs it."""
+        return await asyncio.wrap_future(self._call(function))
+
+    def _call(self, function: Callable[[], T]) -> concurrent.futures.Future[T]:
         if self._closed:
             raise errors.Unavailable("the ledger is closed")
         item = _Call(function)
         self._queue.put(item)
-        result: T = item.future.result()
-        return result
+        return item.future
+
+    def catch_up_global(self) -> None:
+        """On the writer thread (`call`): read the global stream's events recorded since (by
+        other processes); raises `unavailable` if the database cannot answer."""
+        try:
+            self._load_global()
+        except Exception as error:
+            raise _failed(error, _DATABASE_DETAIL) from error
 
     # The loop ----------------------------------------------------------------------------------
 
@@ -384,6 +408,8 @@ class Writer:
                 continue
             requests = [i for i in items if isinstance(i, _Request)]
             calls = [i for i in items if isinstance(i, _Call)]
+            if requests and time.monotonic() >= self._global_due:
+                calls.append(_Call(self._catch_up_due))  # after the batches in flight land
             if flight is not None and flight.snapshot_due:
                 self._land(flight, None)  # commit before the next batch, so it snapshots
                 flight = None
@@ -1132,7 +1158,14 @@ class Writer:
 
     # Loading, catching up, caching -------------------------------------------------------------
 
+    def _catch_up_due(self) -> None:
+        """The periodic catch-up. Its next time is set first, so that a database failing it
+        is not asked again at once (the error reaches no caller)."""
+        self._global_due = time.monotonic() + GLOBAL_CATCH_UP_SECONDS
+        self._load_global()
+
     def _load_global(self) -> None:
+        self._global_due = time.monotonic() + GLOBAL_CATCH_UP_SECONDS
         for stored in self.store.stream(
             ev.GLOBAL_STREAM_ID, after_version=self.global_state.version
         ):

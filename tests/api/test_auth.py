@@ -6,6 +6,7 @@ LEDGER_ADMIN_TOKEN bootstraps an admin."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -137,6 +138,41 @@ def test_cli_token_bootstraps_an_admin_without_the_environment_token(
         reader = api.as_token(issued["token"])
         assert reader.get(f"/v1/spaces/{space}").status_code == 200
         problem_of(Api(client).get("/v1/assets"), 401, "unauthenticated")
+
+
+def test_tokens_issued_and_revoked_by_another_process_are_honoured(
+    api: Api, book: Book, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ledger token create|list|revoke` beside a running server (another Ledger on the same
+    database, as another process): a token it issues works on its first request (the gate
+    catches up on an unknown token before answering 401), and one it revokes is refused within
+    GLOBAL_CATCH_UP_SECONDS even while commands keep the writer busy (no idle second)."""
+    from ledger_core.writer import GLOBAL_CATCH_UP_SECONDS
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", database_url)
+    runner = CliRunner()
+    created = runner.invoke(main, ["token", "create", "--role", "read", "--space", book.space])
+    assert created.exit_code == 0, created.output
+    reader = api.as_token(created.output.strip())
+    assert reader.get(f"/v1/spaces/{book.space}", wait=False).status_code == 200  # at once
+    listed = runner.invoke(main, ["token", "list"])
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.output.splitlines() if book.space in line]
+    token_id = line.split()[0]
+    assert line.split()[1:3] == ["read", "active"]
+    assert created.output.strip() not in listed.output  # never the token itself
+    revoked = runner.invoke(main, ["token", "revoke", token_id])
+    assert revoked.exit_code == 0 and f"revoked {token_id}" in revoked.output
+    started = time.monotonic()
+    while reader.get(f"/v1/spaces/{book.space}", wait=False).status_code == 200:
+        api.record(book.space, book.checking, book.salary, "1.00")  # the writer stays busy
+        assert time.monotonic() - started < GLOBAL_CATCH_UP_SECONDS + 5, "still not refused"
+    problem_of(reader.get(f"/v1/spaces/{book.space}", wait=False), 401, "unauthenticated")
+    after = runner.invoke(main, ["token", "list"]).output
+    assert f"{token_id}  read   revoked" in after
+    unknown = runner.invoke(main, ["token", "revoke", "00000000-0000-0000-0000-000000000001"])
+    assert unknown.exit_code == 1 and "no token" in unknown.output
+    assert "Traceback" not in unknown.output
 
 
 def test_remembered_token_hashes_are_bounded_and_exact() -> None:
