@@ -29,8 +29,8 @@ import psycopg
 
 from ledger_core.limits import (
     DATABASE_CONNECT_TIMEOUT_S,
-    DATABASE_CONNECTION_PARAMETERS,
     DATABASE_RECONNECT_WINDOW_S,
+    READ_CONNECTION_PARAMETERS,
 )
 from projections.db import is_postgres_url, psycopg_url
 from projections.views import AccountView
@@ -132,7 +132,7 @@ class AccountReader:
             psycopg_url(url),
             min_size=ACCOUNT_QUERY_CONNECTIONS,
             max_size=ACCOUNT_QUERY_CONNECTIONS,
-            kwargs={"autocommit": True, **DATABASE_CONNECTION_PARAMETERS},
+            kwargs={"autocommit": True, **READ_CONNECTION_PARAMETERS},
             timeout=DATABASE_CONNECT_TIMEOUT_S,  # then 503 `unavailable`
             reconnect_timeout=DATABASE_RECONNECT_WINDOW_S,
             open=False,

@@ -115,6 +115,39 @@ DATABASE_CONNECTION_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType(
         "tcp_user_timeout": DATABASE_TCP_USER_TIMEOUT_MS,
     }
 )
+#: PostgreSQL cancels a statement of the API's reads (the read models' pools) that runs longer
+#: than this (`statement_timeout`): a read stuck behind a lock (an operator's `ALTER TABLE`,
+#: `VACUUM FULL`, a session left in a transaction) or a runaway query answers 503 `unavailable`
+#: and gives its connection back, instead of holding it, and its client, for as long as the lock
+#: lasts. API reads take milliseconds; the slowest seen here, under a second.
+READ_STATEMENT_TIMEOUT_MS: Final = 10_000
+#: The store's connections (the writer's appends, its loads of spaces and keys): a statement
+#: that waits this long for a lock fails (`lock_timeout`), so the batch is answered 503
+#: `unavailable` (nothing recorded, retry with the same key) and the writer goes on, instead of
+#: every command queueing behind an operator's lock on the events table. Writers of other
+#: processes hold the events table's lock only for their append (milliseconds).
+STORE_LOCK_TIMEOUT_MS: Final = 10_000
+#: ... and one that runs this long is cancelled (an append of the largest group takes well
+#: under a second here).
+STORE_STATEMENT_TIMEOUT_MS: Final = 30_000
+#: The libpq parameters of the API's read connections and of the store's (as
+#: DATABASE_CONNECTION_PARAMETERS, with the server-side timeouts above). The projections, replay,
+#: verify and export run without them: their long statements are their work.
+READ_CONNECTION_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        **DATABASE_CONNECTION_PARAMETERS,
+        "options": f"-c statement_timeout={READ_STATEMENT_TIMEOUT_MS}",
+    }
+)
+STORE_CONNECTION_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        **DATABASE_CONNECTION_PARAMETERS,
+        "options": (
+            f"-c lock_timeout={STORE_LOCK_TIMEOUT_MS} "
+            f"-c statement_timeout={STORE_STATEMENT_TIMEOUT_MS}"
+        ),
+    }
+)
 #: A pool that lost a connection retries with back-off (1, 2, 4 s ...) for at most this long, then
 #: starts again afresh when a request needs a connection. (psycopg_pool's default, five minutes,
 #: let the back-off grow over a long outage: the pools stayed empty for minutes after the

@@ -64,6 +64,7 @@ from ledger_core.limits import (
     DATABASE_CONNECTION_PARAMETERS,
     DATABASE_RECONNECT_WINDOW_S,
     STORE_ATTEMPTS,
+    STORE_CONNECTION_PARAMETERS,
 )
 
 EVENTS_TABLE = "ledger_events"
@@ -416,7 +417,7 @@ class PostgresLedgerStore(LedgerStore):
             connect_timeout=DATABASE_CONNECT_TIMEOUT_S,  # the wait for a pooled connection
         )
         # ... and for a new one (the datastore passes no libpq timeout: none by default).
-        self.datastore.pool.kwargs.update(DATABASE_CONNECTION_PARAMETERS)
+        self.datastore.pool.kwargs.update(STORE_CONNECTION_PARAMETERS)
         self.datastore.pool.reconnect_timeout = DATABASE_RECONNECT_WINDOW_S
         self.events = _PostgresEventsRecorder(self.datastore, events_table_name=EVENTS_TABLE)
         self.snapshots = _PostgresSnapshotsRecorder(
@@ -454,7 +455,7 @@ class PostgresLedgerStore(LedgerStore):
                 self.url,
                 autocommit=True,
                 row_factory=tuple_row,
-                **DATABASE_CONNECTION_PARAMETERS,
+                **STORE_CONNECTION_PARAMETERS,
             )
             self._append_connection = connection
         return connection

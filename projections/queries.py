@@ -38,8 +38,8 @@ from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.errors import InvalidRequest
 from ledger_core.limits import (
     DATABASE_CONNECT_TIMEOUT_S,
-    DATABASE_CONNECTION_PARAMETERS,
     DATABASE_RECONNECT_WINDOW_S,
+    READ_CONNECTION_PARAMETERS,
 )
 from ledger_core.store import COMMANDS_TABLE
 from ledger_core.types import ACCOUNT_TYPES, DIRECTIONS
@@ -209,7 +209,7 @@ class ReadModels:
                     psycopg_url(self.database.url),
                     min_size=1,
                     max_size=READ_POOL_MAX_CONNECTIONS,
-                    kwargs={"autocommit": True, **DATABASE_CONNECTION_PARAMETERS},
+                    kwargs={"autocommit": True, **READ_CONNECTION_PARAMETERS},
                     check=ConnectionPool.check_connection,
                     # A read waits this long for a connection, then answers 503 `unavailable`.
                     timeout=DATABASE_CONNECT_TIMEOUT_S,

@@ -172,3 +172,58 @@ def test_a_postgres_outage_is_answered_503_promptly_and_the_app_recovers(
         started = time.monotonic()
         client.__exit__(None, None, None)
         assert time.monotonic() - started < SHUTDOWN_S
+
+
+def test_requests_stuck_behind_a_lock_are_answered_503_then_go_through(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock an operator holds (ACCESS EXCLUSIVE on a read table, then on the events table)
+    does not hold requests for as long as it lasts: a read is cancelled at its statement
+    timeout and a write gives up at its lock timeout, each answered 503 `unavailable`; the
+    write recorded nothing, and once the lock is gone the same key records it, once. (The
+    timeouts are shortened to half a second here; READ_CONNECTION_PARAMETERS and
+    STORE_CONNECTION_PARAMETERS, checked in tests/integration/test_database_connections.py,
+    carry the named limits.)"""
+    import psycopg
+
+    import api.account_reader
+    import ledger_core.store
+    import projections.queries
+    from ledger_core.limits import DATABASE_CONNECTION_PARAMETERS
+    from tests.api.test_commands import problem_of
+
+    short_read = {**DATABASE_CONNECTION_PARAMETERS, "options": "-c statement_timeout=500"}
+    short_store = {**DATABASE_CONNECTION_PARAMETERS, "options": "-c lock_timeout=500"}
+    monkeypatch.setattr(projections.queries, "READ_CONNECTION_PARAMETERS", short_read)
+    monkeypatch.setattr(api.account_reader, "READ_CONNECTION_PARAMETERS", short_read)
+    monkeypatch.setattr(ledger_core.store, "STORE_CONNECTION_PARAMETERS", short_store)
+    app = create_app(settings_for(postgres_url))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = Api(client)
+        space = api.open_space()
+        cash = api.open_account(space, "Cash", "asset")
+        gifts = api.open_account(space, "Gifts", "income")
+        api.record(space, cash, gifts, "1.00")
+        account = f"/v1/spaces/{space}/accounts/{cash}"
+        assert api.get(account).status_code == 200  # the projections are there
+        with psycopg.connect(postgres_url) as operator:
+            operator.execute("LOCK TABLE rm_accounts IN ACCESS EXCLUSIVE MODE")
+            for path in (f"/v1/spaces/{space}/accounts", account):  # listed; GET account
+                response, seconds = _timed(lambda path=path: api.get(path, wait=False))
+                problem_of(response, 503, "unavailable")
+                assert seconds < 5, seconds
+            operator.rollback()
+        assert api.ok(api.get(account), 200)["balances"]["posted"] == "1.00"
+
+        body = api.posting_body(cash, gifts, "2.00")
+        postings = f"/v1/spaces/{space}/postings"
+        with psycopg.connect(postgres_url) as operator:
+            operator.execute("LOCK TABLE ledger_events IN ACCESS EXCLUSIVE MODE")
+            response, seconds = _timed(lambda: api.post(postings, body, key="behind-a-lock"))
+            problem_of(response, 503, "unavailable")
+            assert "ledger-position" not in response.headers and seconds < 5, seconds
+            operator.rollback()
+        recorded = api.post(postings, body, key="behind-a-lock")
+        assert recorded.status_code == 201, recorded.text
+        assert "idempotent-replayed" not in recorded.headers
+        assert api.ok(api.get(account), 200)["balances"]["posted"] == "3.00"

@@ -2,6 +2,9 @@
 `ledger_core.limits.DATABASE_CONNECTION_PARAMETERS` (connect timeout, TCP keepalive, TCP user
 timeout), as the server-side session reports them: the store's pool and its writer connection,
 the projections' connections, the read models' pool and the API's coalesced GET-account pool.
+The API's read connections also carry a server-side statement timeout, and the store's a lock
+timeout and a statement timeout (`READ_CONNECTION_PARAMETERS`, `STORE_CONNECTION_PARAMETERS`);
+the projections' connections none (their long statements are their work).
 
 A peer that vanishes without a reset cannot be made in a test here (no packet filter on these
 machines); what is checked is that no connection is opened without the settings that bound it.
@@ -22,6 +25,9 @@ from ledger_core.limits import (
     DATABASE_KEEPALIVE_INTERVAL_S,
     DATABASE_KEEPALIVE_PROBES,
     DATABASE_TCP_USER_TIMEOUT_MS,
+    READ_STATEMENT_TIMEOUT_MS,
+    STORE_LOCK_TIMEOUT_MS,
+    STORE_STATEMENT_TIMEOUT_MS,
 )
 from ledger_core.store import PostgresLedgerStore, open_store
 from projections.db import Database
@@ -36,7 +42,22 @@ EXPECTED = {
 }
 
 
-def bounded(connection: Any) -> None:
+#: (statement_timeout, lock_timeout) as PostgreSQL shows them, by kind of connection.
+STORE_TIMEOUTS = (f"{STORE_STATEMENT_TIMEOUT_MS // 1000}s", f"{STORE_LOCK_TIMEOUT_MS // 1000}s")
+READ_TIMEOUTS = (f"{READ_STATEMENT_TIMEOUT_MS // 1000}s", "0")
+NO_TIMEOUTS = ("0", "0")
+
+
+def timeouts(connection: Any) -> tuple[str, str]:
+    shown = []
+    for name in ("statement_timeout", "lock_timeout"):
+        row = connection.execute(f"SHOW {name}").fetchone()
+        shown.append(row[name] if isinstance(row, dict) else row[0])  # the store's rows: dicts
+    return shown[0], shown[1]
+
+
+def bounded(connection: Any, expected_timeouts: tuple[str, str] = NO_TIMEOUTS) -> None:
+    assert timeouts(connection) == expected_timeouts
     parameters = connection.info.get_parameters()
     assert {name: parameters.get(name) for name in EXPECTED} == EXPECTED
     assert parameters.get("keepalives", "1") == "1"  # on (libpq's default, so maybe unlisted)
@@ -80,8 +101,8 @@ def test_every_connection_is_opened_with_them(postgres_url: str) -> None:
     assert isinstance(store, PostgresLedgerStore)
     try:
         with store.datastore.pool.connection() as connection:
-            bounded(connection)
-        bounded(store._writer_connection())
+            bounded(connection, STORE_TIMEOUTS)
+        bounded(store._writer_connection(), STORE_TIMEOUTS)
     finally:
         store.close()
 
@@ -95,7 +116,7 @@ def test_every_connection_is_opened_with_them(postgres_url: str) -> None:
     read_models = ReadModels(postgres_url)
     try:
         with read_models._postgres_pool().connection() as connection:
-            bounded(connection)
+            bounded(connection, READ_TIMEOUTS)
     finally:
         read_models.close()
 
@@ -104,6 +125,11 @@ def test_every_connection_is_opened_with_them(postgres_url: str) -> None:
         await reader.open()
         try:
             async with reader._pool.connection() as connection:
+                shown = []
+                for name in ("statement_timeout", "lock_timeout"):
+                    cursor = await connection.execute(f"SHOW {name}")
+                    shown.append((await cursor.fetchone())[0])  # type: ignore[index]
+                assert tuple(shown) == READ_TIMEOUTS
                 parameters: dict[str, str] = connection.info.get_parameters()
                 assert socket_options(connection.pgconn.socket) == SOCKET_OPTIONS
                 return parameters
