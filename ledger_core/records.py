@@ -17,6 +17,7 @@ from ledger_core.types import (
     AccountStatus,
     AccountSubtype,
     AccountType,
+    CommandContext,
     Direction,
     Entry,
     PostingStatus,
@@ -111,12 +112,15 @@ class BatchRecord(
 class RefusalRecord(
     msgspec.Struct, frozen=True, kw_only=True, tag="refusal", tag_field="record", gc=False
 ):
-    """A stored refusal: its code, detail and extra problem fields."""
+    """A stored refusal: its code, detail and extra problem fields, and who sent the command
+    from where (`context`: kept with the key for the audit view, as events keep theirs; never
+    part of the answer, so a replay from another request answers the same)."""
 
     code: str
     detail: str
     extra: dict[str, Any] = {}
     posting: PostingRecord | None = None
+    context: CommandContext | None = None
 
 
 Outcome = (

@@ -712,7 +712,9 @@ class Writer:
                     return
                 request.error = error
                 return
-            outcome = RefusalRecord(code=error.code, detail=error.detail, extra=error.extra)
+            outcome = RefusalRecord(
+                code=error.code, detail=error.detail, extra=error.extra, context=command.context
+            )
             request.error = error
         else:
             if row.event_index is None:  # a success that records nothing (freeze a frozen one)
@@ -913,6 +915,7 @@ class Writer:
             detail=decline.error.detail,
             extra={"posting_id": str(row.id)},
             posting=state.posting_record(event, "declined"),
+            context=command.context,
         )
 
     def _record_batch(

@@ -15,7 +15,11 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from api.metrics import METRICS_CONTENT_TYPE
+from ledger_core.codec import decode_outcome
 from ledger_core.ledger import Ledger
+from ledger_core.records import RefusalRecord
+from ledger_core.rules import command_id
+from ledger_core.types import CommandContext
 from projections.db import Database
 from tests.api.conftest import Api, Book, api_log_records, settings_for
 from tests.api.test_commands import problem_of
@@ -133,6 +137,26 @@ def test_request_ids_and_context_are_recorded(api: Api, book: Book) -> None:
     writer.record(book.space, book.checking, book.salary, "2.00")
     events = api.ok(api.get("/v1/events", limit="500"), 200)["items"]
     assert UUID(events[-1]["data"]["context"]["token_id"]) == UUID(writer_token["id"])
+    # A refusal stored with its key (no event) keeps who and where too, beside its answer.
+    entries = api.posting_body(book.checking, book.salary, "1.00")["entries"]
+    unbalanced = {"entries": [entries[0], {**entries[1], "amount": "2.00"}]}
+    headers = {"X-Request-ID": "client-req-43", "User-Agent": "budget-app/1.0"}
+    refused = writer.post(book.postings, unbalanced, key="refused-1", headers=headers)
+    problem_of(refused, 422, "unbalanced-posting")
+    ledger = api.client.app.services.ledger  # type: ignore[attr-defined]
+    space, row_id = UUID(book.space), command_id(UUID(book.space), "refused-1")
+    row = ledger.store.command_rows(space, [row_id])[row_id]
+    stored = decode_outcome(row.outcome, ledger.cipher)
+    assert isinstance(stored, RefusalRecord) and stored.code == "unbalanced-posting"
+    assert stored.context == CommandContext(
+        token_id=writer_token["id"],
+        request_id="client-req-43",
+        client_address=context["client_address"],
+        user_agent="budget-app/1.0",
+    )
+    replayed = writer.post(book.postings, unbalanced, key="refused-1")  # another request id
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == refused.json()  # the context is never part of the answer
 
 
 def test_health_ready_metrics_and_schema_need_no_token(api: Api, book: Book) -> None:
