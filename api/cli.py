@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 import click
+from pydantic import ValidationError
+from yoyo.exceptions import LockTimeout
 
 from api.cli_export import export
 from api.cli_projections import migrate, project, replay, status, verify
@@ -17,11 +19,19 @@ from api.demo import demo
 from api.serve import keygen, serve, token
 from ledger_core.crypto import EncryptionKeyError
 from projections.db import is_transient
+from projections.registry import UnknownProjection
 
 #: The exit status of a command that could not reach its database (1 is `verify`'s mismatches).
 DATABASE_UNAVAILABLE_EXIT: Final = 3
 #: The exit status of a command given encryption keys that are malformed or not the database's.
 ENCRYPTION_KEY_EXIT: Final = 4
+#: The exit status of a command whose LEDGER_* settings are malformed or out of their bounds
+#: (click's own status for a usage error).
+SETTINGS_EXIT: Final = 2
+
+
+class SettingsRefused(click.ClickException):
+    exit_code = SETTINGS_EXIT
 
 
 class DatabaseUnavailable(click.ClickException):
@@ -42,6 +52,15 @@ class LedgerGroup(click.Group):
             return super().invoke(ctx)
         except EncryptionKeyError as error:
             raise EncryptionKeyRefused(str(error)) from error
+        except ValidationError as error:  # the settings (the only pydantic model read here)
+            raise SettingsRefused(settings_problems(error)) from error
+        except UnknownProjection as error:
+            raise click.UsageError(str(error), ctx) from error
+        except LockTimeout as error:  # the migrations' lock: another process holds the database
+            raise DatabaseUnavailable(
+                "the database is busy: another process has held it locked for too long; retry, "
+                "or find the process that holds it (check LEDGER_DATABASE_URL)"
+            ) from error
         except Exception as error:
             if not is_transient(error):
                 raise
@@ -50,6 +69,16 @@ class LedgerGroup(click.Group):
                 f"the database is unreachable or busy ({reason}); check LEDGER_DATABASE_URL "
                 "and that the server is running"
             ) from error
+
+
+def settings_problems(error: ValidationError) -> str:
+    """One line per setting refused: its variable, what is wrong, what was given."""
+    lines = []
+    for problem in error.errors():
+        name = "LEDGER_" + "_".join(str(part) for part in problem["loc"]).upper()
+        given = problem.get("input")
+        lines.append(f"{name}: {problem['msg']} (got {given!r})")
+    return "; ".join(lines)
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -46,6 +46,8 @@ def export(after: int, space_id: uuid.UUID | None, output: Path | None) -> None:
     from projections.export import export_lines, export_range
     from projections.status import sealing_key_ids
 
+    if output is not None and not output.parent.is_dir():
+        raise click.BadParameter(f"no directory {output.parent}", param_hint="--output")
     settings = LedgerSettings()
     url = settings.database_url
     cipher = Cipher.from_setting(settings.encryption_key)

@@ -8,15 +8,35 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
+from typing import Any, Final
 
 import click
 
 from ledger_core.settings import LedgerSettings
 
+#: The exit status of a command that needs the read models' tables on a database that has none
+#: yet (the migrations were never applied to it).
+READ_MODELS_MISSING_EXIT: Final = 5
+
+
+class ReadModelsMissing(click.ClickException):
+    exit_code = READ_MODELS_MISSING_EXIT
+
 
 def _database_url() -> str:
     return LedgerSettings().database_url
+
+
+def _require_read_models(url: str) -> None:
+    """Refuse, in one line, a database without the read models' tables (and, connecting,
+    one that cannot be reached: exit 3, as every command)."""
+    from projections.status import read_models_exist
+
+    if not read_models_exist(url):
+        raise ReadModelsMissing(
+            "this database has no read models yet: run `ledger migrate` first (`ledger serve` "
+            "applies the migrations itself)"
+        )
 
 
 @click.command()
@@ -43,6 +63,7 @@ def project(names: tuple[str, ...]) -> None:
     from projections.runner import ProjectionRunner
 
     url = _database_url()
+    _require_read_models(url)  # then it runs until stopped, reconnecting when the database drops
     runner = ProjectionRunner(url, names=list(names) or None)
     stopping = threading.Event()
 
@@ -70,7 +91,7 @@ def project(names: tuple[str, ...]) -> None:
 def status() -> None:
     """The head of the log, and each projection's applied position and lag. Exits 1 if a
     projection is stopped on a failing event."""
-    from projections.status import projection_statuses
+    from projections.status import projection_statuses, read_models_exist
 
     head, statuses = projection_statuses(_database_url())
     click.echo(f"head position: {head}")
@@ -87,6 +108,8 @@ def status() -> None:
         click.echo(
             f"{item.name:<12} {item.position:>12} {item.lag:>10} {item.generation:>10}  {state}"
         )
+    if not read_models_exist(_database_url()):
+        click.echo("read models: none yet (run `ledger migrate`, or start `ledger serve`)")
     click.echo(encryption_line(_database_url(), LedgerSettings().encryption_key))
     if failed:
         raise SystemExit(1)
@@ -124,8 +147,10 @@ def replay(names: tuple[str, ...]) -> None:
     Safe to interrupt: running it again resumes the rebuild."""
     from tqdm import tqdm  # type: ignore[import-untyped]
 
+    from migrations import apply_migrations
     from projections.rebuild import replay as run_replay
 
+    apply_migrations(_database_url())  # the tables it rebuilds (a no-op when up to date)
     bar: Any = None
 
     def on_start(resumed_at: int, head: int) -> None:
@@ -165,6 +190,7 @@ def verify(names: tuple[str, ...]) -> None:
     the log's invariants. Prints every mismatch; exits 1 if there is any."""
     from projections.verify import verify as run_verify
 
+    _require_read_models(_database_url())
     report = run_verify(_database_url(), list(names) or None)
     positions = ", ".join(f"{name} at {position}" for name, position in report.positions.items())
     click.echo(f"verified {positions}; {report.events_checked} events checked")

@@ -19,7 +19,10 @@ from ledger_core.types import AccountType
 @click.command()
 def demo() -> None:
     """Record a small household month and print the balances."""
+    from migrations import apply_migrations
+
     settings = LedgerSettings()
+    apply_migrations(settings.database_url)  # a whole ledger database, as `ledger serve` makes
     run = uuid.uuid4().hex[:8]
     with Ledger.open(settings=settings) as ledger:
         space = ledger.execute(

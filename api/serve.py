@@ -231,13 +231,16 @@ def token() -> None:
     "spaces",
     multiple=True,
     type=click.UUID,
-    help="A space to grant (repeatable). An admin token given spaces is limited to them.",
+    help=(
+        "A space to grant (repeatable). A read or write token needs at least one to see "
+        "anything; an admin token given spaces is limited to them."
+    ),
 )
 def create_token(role: str, spaces: tuple[uuid.UUID, ...]) -> None:
     """Create an API token and print it (only its hash is stored: it is shown this once)."""
     value = new_token()
     with Ledger.open(settings=LedgerSettings()) as ledger:
-        ledger.execute(
+        issued = ledger.execute(
             cmd.IssueToken(
                 idempotency_key=f"cli-token:{uuid.uuid4()}",
                 token_hash=hash_token(value),
@@ -246,7 +249,8 @@ def create_token(role: str, spaces: tuple[uuid.UUID, ...]) -> None:
                 context=CommandContext(user_agent="ledger token create"),
             )
         )
-    click.echo(value)
+    click.echo(value)  # alone on standard output: TOKEN=$(ledger token create ...)
+    click.echo(f"token id {issued.outcome.id} (for `ledger token revoke`)", err=True)  # type: ignore[union-attr]
 
 
 @token.command("list")

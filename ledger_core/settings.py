@@ -4,7 +4,7 @@ the working directory."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger_core.limits import MAX_COMMANDS_PER_APPEND
@@ -33,3 +33,14 @@ class LedgerSettings(BaseSettings):
     postgres_max_overflow: int = Field(default=8, ge=0, le=64)
     #: How long a read waits for `Ledger-Min-Position` before answering 503.
     position_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        if not url.startswith(DATABASE_URL_SCHEMES):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+
+#: The database URLs the ledger opens (`ledger_core.store.open_store`).
+DATABASE_URL_SCHEMES = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")

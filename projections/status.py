@@ -43,6 +43,17 @@ def sealing_key_ids(database_url: str) -> set[str]:
         connection.close()
 
 
+def read_models_exist(database_url: str) -> bool:
+    """Whether the database has the read models' tables (the migrations were applied); raises
+    what connecting raises if the database cannot be reached."""
+    database = Database(database_url)
+    connection = database.connect()
+    try:
+        return database.table_exists(connection.cursor(), TRACKING_TABLE)
+    finally:
+        connection.close()
+
+
 def projection_statuses(database_url: str) -> tuple[int, list[ProjectionStatus]]:
     """(head position, the status of each registered projection)."""
     database = Database(database_url)

@@ -128,8 +128,9 @@ def test_cli_token_bootstraps_an_admin_without_the_environment_token(
     monkeypatch.delenv("LEDGER_ADMIN_TOKEN", raising=False)
     result = CliRunner().invoke(main, ["token", "create", "--role", "admin"])
     assert result.exit_code == 0, result.output
-    token = result.output.strip()
+    token = result.stdout.strip()  # alone on standard output; its id on standard error
     assert token.startswith("ldg_") and len(token) >= 40
+    assert "token id " in result.stderr
     settings = settings_for(database_url, admin_token=None)
     with TestClient(create_app(settings)) as client:
         api = Api(client, token)
@@ -153,14 +154,15 @@ def test_tokens_issued_and_revoked_by_another_process_are_honoured(
     runner = CliRunner()
     created = runner.invoke(main, ["token", "create", "--role", "read", "--space", book.space])
     assert created.exit_code == 0, created.output
-    reader = api.as_token(created.output.strip())
+    reader = api.as_token(created.stdout.strip())
     assert reader.get(f"/v1/spaces/{book.space}", wait=False).status_code == 200  # at once
     listed = runner.invoke(main, ["token", "list"])
     assert listed.exit_code == 0, listed.output
     [line] = [line for line in listed.output.splitlines() if book.space in line]
     token_id = line.split()[0]
+    assert f"token id {token_id}" in created.stderr  # what `token create` said
     assert line.split()[1:3] == ["read", "active"]
-    assert created.output.strip() not in listed.output  # never the token itself
+    assert created.stdout.strip() not in listed.output  # never the token itself
     revoked = runner.invoke(main, ["token", "revoke", token_id])
     assert revoked.exit_code == 0 and f"revoked {token_id}" in revoked.output
     started = time.monotonic()

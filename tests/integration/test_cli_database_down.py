@@ -19,7 +19,9 @@ def _closed_port() -> int:
     return port  # closed again: nothing listens there
 
 
-@pytest.mark.parametrize("command", [["status"], ["verify"], ["migrate"], ["replay"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["verify"], ["migrate"], ["replay"], ["project"], ["export"]]
+)
 def test_commands_say_the_database_is_unreachable(command: list[str], tmp_path: Path) -> None:
     urls = [
         f"postgresql://postgres@127.0.0.1:{_closed_port()}/ledger",

@@ -347,6 +347,7 @@ def test_status_of_a_database_nothing_has_set_up_yet(database_url: str) -> None:
     assert status.output.startswith("head position: 0\n")
     rows = {line.split()[0]: line.split() for line in status.output.splitlines()[2:4]}
     assert set(rows) == set(PROJECTIONS) and all(row[1:3] == ["0", "0"] for row in rows.values())
+    assert "read models: none yet (run `ledger migrate`" in status.output
 
 
 def test_readers_never_see_a_half_built_table_during_replay(story: Story) -> None:
