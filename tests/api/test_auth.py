@@ -52,7 +52,7 @@ def space_routes(book: Book, posting_id: str) -> list[tuple[str, str, Any]]:
 
 def send(api: Api, method: str, path: str, body: Any) -> Any:
     if body is None:
-        return api.get(path, wait=False)
+        return api.get(path)  # waits for the caller's last write: nothing races the projections
     return api.send(method, path, body)
 
 
@@ -155,7 +155,9 @@ def test_tokens_issued_and_revoked_by_another_process_are_honoured(
     created = runner.invoke(main, ["token", "create", "--role", "read", "--space", book.space])
     assert created.exit_code == 0, created.output
     reader = api.as_token(created.stdout.strip())
-    assert reader.get(f"/v1/spaces/{book.space}", wait=False).status_code == 200  # at once
+    # At once: never 401. The read waits for the book's writes (Ledger-Min-Position), as the
+    # space may not be projected yet; without the wait this raced the projections (404).
+    assert reader.get(f"/v1/spaces/{book.space}").status_code == 200
     listed = runner.invoke(main, ["token", "list"])
     assert listed.exit_code == 0, listed.output
     [line] = [line for line in listed.output.splitlines() if book.space in line]
