@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, NamedTuple
+from typing import Any, ClassVar, Final
 from uuid import UUID
+
+import msgspec
 
 from ledger_core.codec import decode_event, event_to_builtins
 from ledger_core.crypto import CLEAR, Cipher
@@ -40,18 +42,18 @@ class StoredRow:
     state: bytes
 
 
-class FeedRow(NamedTuple):
-    """An event row as the projections read it: the stream id as canonical UUID text."""
-
-    position: int
-    stream_id: str
-    topic: str
-    state: bytes
+#: An event row as the projections read it: (position, stream id as canonical UUID text, topic,
+#: state). A plain tuple, as the driver returns it: a batch has tens of thousands of rows, and
+#: building a named tuple per row cost about 250 ns each (about 2% of a replay's CPU, counting the
+#: collector's work on them).
+FeedRow = tuple[int, str, str, bytes]
 
 
-class LoggedEvent(NamedTuple):
+class LoggedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event's light view (`projections.feed`, None for a global event) with where it sits
-    in the log; the stream id is the space id as canonical UUID text."""
+    in the log; the stream id is the space id as canonical UUID text. A struct outside the
+    cyclic collector's sight (`gc=False`: it holds strings and untracked structs only), built in
+    a quarter of a named tuple's time."""
 
     position: int
     stream_id: str
@@ -62,10 +64,10 @@ class LoggedEvent(NamedTuple):
 class EventDecodeFailed(Exception):
     """A stored event could not be decoded (unknown topic, corrupt state)."""
 
-    def __init__(self, row: StoredRow | FeedRow, reason: str) -> None:
-        super().__init__(f"event at position {row.position} ({row.topic}): {reason}")
-        self.position = row.position
-        self.topic = row.topic
+    def __init__(self, position: int, topic: str, reason: str) -> None:
+        super().__init__(f"event at position {position} ({topic}): {reason}")
+        self.position = position
+        self.topic = topic
         self.reason = reason
 
 
@@ -127,24 +129,25 @@ def read_feed_rows(
     columns = ("originator_id::text, topic, state", "originator_id, topic, state")
     rows = _select_events(database, cursor, columns, after, limit, until)
     if database.is_postgres:
-        return [FeedRow(r[0], r[1], r[2], r[3]) for r in rows]
+        return rows  # already (position, stream id text, topic, state)
     streams: dict[str, str] = {}
     found = []
     for position, stored_id, topic, state in rows:
         stream_id = streams.get(stored_id)
         if stream_id is None:
             stream_id = streams[stored_id] = str(UUID(stored_id))
-        found.append(FeedRow(position, stream_id, topic, state))
+        found.append((position, stream_id, topic, state))
     return found
 
 
 def decode_row(row: FeedRow) -> LoggedEvent:
     """The light view of a feed row's event."""
+    position, stream_id, topic, state = row
     try:
-        event: LightEvent | None = decode_light(row.topic, row.state)
+        event: LightEvent | None = decode_light(topic, state)
     except Exception as error:  # any decoding failure is this event's failure
-        raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
-    return LoggedEvent(row.position, row.stream_id, row.topic, event)
+        raise EventDecodeFailed(position, topic, f"{type(error).__name__}: {error}") from error
+    return LoggedEvent(position, stream_id, topic, event)
 
 
 def decode_stored(row: StoredRow) -> Event:
@@ -152,7 +155,9 @@ def decode_stored(row: StoredRow) -> Event:
     try:
         return decode_event(row.topic, row.state)
     except Exception as error:  # any decoding failure is this event's failure
-        raise EventDecodeFailed(row, f"{type(error).__name__}: {error}") from error
+        raise EventDecodeFailed(
+            row.position, row.topic, f"{type(error).__name__}: {error}"
+        ) from error
 
 
 def event_view(row: StoredRow, cipher: Cipher = CLEAR) -> EventView:
