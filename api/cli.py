@@ -7,6 +7,8 @@ command groups, with help text and option parsing we would otherwise write by ha
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from typing import Any, Final
 
 import click
@@ -18,8 +20,11 @@ from api.cli_projections import migrate, project, replay, status, verify
 from api.demo import demo
 from api.serve import keygen, serve, token
 from ledger_core.crypto import EncryptionKeyError
+from ledger_core.store import sqlite_path_from_url
+from projections.base import EventDecodeFailed
 from projections.db import is_transient
 from projections.registry import UnknownProjection
+from projections.tracking import ProjectionFailed
 
 #: The exit status of a command that could not reach its database (1 is `verify`'s mismatches).
 DATABASE_UNAVAILABLE_EXIT: Final = 3
@@ -54,21 +59,73 @@ class LedgerGroup(click.Group):
             raise EncryptionKeyRefused(str(error)) from error
         except ValidationError as error:  # the settings (the only pydantic model read here)
             raise SettingsRefused(settings_problems(error)) from error
+        except ProjectionFailed as error:
+            failure = error.failure
+            raise click.ClickException(
+                f"projection {failure.projection} cannot apply the event at position "
+                f"{failure.position} ({failure.topic}): {_first_line(failure.reason)}; "
+                "`ledger verify` reports what is wrong with the log"
+            ) from error
+        except EventDecodeFailed as error:
+            raise click.ClickException(
+                f"the event at position {error.position} ({error.topic}) cannot be read: "
+                f"{_first_line(error.reason)}; `ledger verify` reports what is wrong with the log"
+            ) from error
         except UnknownProjection as error:
             raise click.UsageError(str(error), ctx) from error
         except LockTimeout as error:  # the migrations' lock: another process holds the database
+            if _sqlite_file_read_only():  # yoyo retries a lock it cannot write until it gives up
+                raise DatabaseUnavailable(_READ_ONLY) from error
             raise DatabaseUnavailable(
                 "the database is busy: another process has held it locked for too long; retry, "
                 "or find the process that holds it (check LEDGER_DATABASE_URL)"
             ) from error
+        except sqlite3.DatabaseError as error:
+            message = str(error).lower()
+            if "not a database" in message:
+                raise DatabaseUnavailable(
+                    "LEDGER_DATABASE_URL names a file that is not an SQLite database"
+                ) from error
+            if "readonly" in message or "read-only" in message:
+                raise DatabaseUnavailable(_READ_ONLY) from error
+            if not is_transient(error):
+                raise
+            raise DatabaseUnavailable(_unreachable(error)) from error
         except Exception as error:
             if not is_transient(error):
                 raise
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise DatabaseUnavailable(
-                f"the database is unreachable or busy ({reason}); check LEDGER_DATABASE_URL "
-                "and that the server is running"
-            ) from error
+            raise DatabaseUnavailable(_unreachable(error)) from error
+
+
+_READ_ONLY: Final = (
+    "the database is read-only here (this command writes to it); check LEDGER_DATABASE_URL "
+    "and the file's and its directory's permissions"
+)
+
+
+def _unreachable(error: Exception) -> str:
+    reason = _first_line(str(error)) or type(error).__name__
+    return (
+        f"the database is unreachable or busy ({reason}); check LEDGER_DATABASE_URL "
+        "and that the server is running"
+    )
+
+
+def _sqlite_file_read_only() -> bool:
+    """Whether LEDGER_DATABASE_URL is an SQLite file this process may not write (or, for WAL,
+    create files beside)."""
+    url = os.environ.get("LEDGER_DATABASE_URL", "")
+    if not url.startswith("sqlite:"):
+        return False
+    path = sqlite_path_from_url(url)
+    if path == ":memory:" or not os.path.exists(path):
+        return False
+    return not (os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK))
+
+
+def _first_line(text: str) -> str:
+    """A database's message without its DETAIL and CONTEXT lines: one line of output."""
+    return (text.strip().splitlines() or [""])[0]
 
 
 def settings_problems(error: ValidationError) -> str:

@@ -39,6 +39,12 @@ def apply_migrations(database_url: str) -> list[str]:
 
     backend = get_backend(yoyo_url(database_url))
     try:
+        if database_url.startswith("sqlite:"):
+            # yoyo's lock retries any failure to write it for ten seconds: a file that is not a
+            # database, or that cannot be written, fails here at once with SQLite's own error.
+            backend.connection.execute("PRAGMA schema_version")
+            backend.connection.execute("BEGIN IMMEDIATE")
+            backend.connection.execute("ROLLBACK")
         migrations = read_migrations(str(VERSIONS_DIRECTORY))
         with backend.lock():
             pending = backend.to_apply(migrations)

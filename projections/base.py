@@ -20,7 +20,7 @@ from uuid import UUID
 import msgspec
 
 from ledger_core.codec import decode_event, event_to_builtins
-from ledger_core.crypto import CLEAR, Cipher
+from ledger_core.crypto import CLEAR, Cipher, EncryptionKeyError
 from ledger_core.events import GLOBAL_STREAM_ID, Event
 from ledger_core.store import EVENTS_TABLE
 from projections.db import Cursor, Database
@@ -163,7 +163,14 @@ def decode_stored(row: StoredRow) -> Event:
 def event_view(row: StoredRow, cipher: Cipher = CLEAR) -> EventView:
     """A stored event as the log's readers see it (`GET /v1/events`, `ledger export`): its
     position, space, type, time and every field, sealed text opened with `cipher`."""
-    event = decode_event(row.topic, row.state, cipher)
+    try:
+        event = decode_event(row.topic, row.state, cipher)
+    except EncryptionKeyError:
+        raise  # the key, not the event: answered as such (503 unavailable, exit status 4)
+    except Exception as error:  # any other decoding failure is this event's failure
+        raise EventDecodeFailed(
+            row.position, row.topic, f"{type(error).__name__}: {error}"
+        ) from error
     return EventView(
         position=row.position,
         space_id=None if row.stream_id == GLOBAL_STREAM_ID else row.stream_id,

@@ -46,7 +46,7 @@ from projections.rebuild import (
     prepare_copies,
 )
 from projections.registry import projection_classes
-from projections.tracking import tracked_position
+from projections.tracking import ProjectionFailed, tracked_position
 
 #: SQLite stores UUIDs as their 16 bytes; a report shows them in the usual text form.
 UUID_BYTES: Final = 16
@@ -63,14 +63,17 @@ MAX_CATCH_UP_ROUNDS: Final = 20
 class Mismatch:
     """One finding: `kind` says what (row-differs, row-missing, row-unexpected,
     posting-unbalanced, money-not-conserved, stream-version-gap, idempotency-key-reused,
-    event-undecodable, not-verified, rows-not-shown: more rows of a table differ than are
-    reported), `table` and `row` where, `expected` and `found` what."""
+    event-undecodable, event-not-reapplied: the projection failed on an event of its applied
+    range when re-deriving it, not-verified, rows-not-shown: more rows of a table differ than
+    are reported), `table` and `row` where, `expected` and `found` what."""
 
     kind: str
     table: str
     row: str
     expected: str
     found: str
+    #: How many differences the finding stands for (rows-not-shown: the rows not shown).
+    count: int = 1
 
 
 @dataclass
@@ -82,6 +85,11 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.mismatches
+
+    @property
+    def total(self) -> int:
+        """Every difference found, shown or not."""
+        return sum(mismatch.count for mismatch in self.mismatches)
 
 
 def verify(database_url: str, names: list[str] | None = None) -> VerifyReport:
@@ -117,7 +125,16 @@ def _verify_projection(
     try:
         for _ in range(MAX_CATCH_UP_ROUNDS):
             target = _live_position(database, connection, cls.name)
-            build(database, connection, [copy], until=target)
+            try:
+                build(database, connection, [copy], until=target)
+            except ProjectionFailed as failed:
+                # An event the live projection once applied cannot be applied again: the log
+                # was changed under it (or the projection's code was). A finding, not a crash.
+                failure = failed.failure
+                reason = (failure.reason.strip().splitlines() or ["?"])[0]
+                row = f"position={failure.position} ({failure.topic})"
+                expected = "an event the projection applies, as it did when it was recorded"
+                return target, [Mismatch("event-not-reapplied", cls.name, row, expected, reason)]
             compared = _compare_at(database, connection, live, copy, target)
             if compared is not None:
                 return target, compared
@@ -167,20 +184,36 @@ class _snapshot:  # noqa: N801 - used as a context manager, like contextlib's
 def _compare_table(
     database: Database, cursor: Cursor, table: str, copy: str, key_columns: tuple[str, ...]
 ) -> list[Mismatch]:
+    """The rows that differ between the re-derived `copy` and the stored `table`: the first
+    `MAX_REPORTED_ROWS_PER_TABLE` keys in key order, each told as differing, missing or
+    unexpected, and how many keys differ in all when there are more.
+
+    Each direction's `EXCEPT` is read in key order and cut at the same limit; keys are reported
+    only up to the lower of the cut sides' last keys, so that a key differing on both sides is
+    seen on both. (PostgreSQL returns `EXCEPT` rows in no particular order: cut unordered, such
+    a key was told as missing on one side and unexpected on the other.)"""
     columns = columns_of(database, cursor, table)
     column_list = ", ".join(columns)
     keys = [columns.index(column) for column in key_columns]
+    order = ", ".join(key_columns)
     limit = MAX_REPORTED_ROWS_PER_TABLE + 1
-    cursor.execute(
-        f"SELECT {column_list} FROM {copy} EXCEPT SELECT {column_list} FROM {table} LIMIT {limit}"
-    )
-    expected = {_key(row, keys): row for row in cursor.fetchall()}
-    cursor.execute(
-        f"SELECT {column_list} FROM {table} EXCEPT SELECT {column_list} FROM {copy} LIMIT {limit}"
-    )
-    found = {_key(row, keys): row for row in cursor.fetchall()}
-    mismatches: list[Mismatch] = []
+    differences = [
+        f"SELECT {column_list} FROM {first} EXCEPT SELECT {column_list} FROM {second}"
+        for first, second in ((copy, table), (table, copy))
+    ]
+    sides: list[dict[tuple[Any, ...], Any]] = []
+    cut_at: list[tuple[Any, ...]] = []
+    for difference in differences:
+        cursor.execute(f"SELECT * FROM ({difference}) AS d ORDER BY {order} LIMIT {limit}")
+        side = {tuple(row[index] for index in keys): row for row in cursor.fetchall()}
+        if len(side) == limit:
+            cut_at.append(max(side))
+        sides.append(side)
+    expected, found = sides
     differing = sorted(set(expected) | set(found))
+    if cut_at:
+        differing = [key for key in differing if key <= min(cut_at)]
+    mismatches: list[Mismatch] = []
     for key in differing[:MAX_REPORTED_ROWS_PER_TABLE]:
         want, have = expected.get(key), found.get(key)
         kind = "row-differs" if want and have else "row-missing" if want else "row-unexpected"
@@ -188,27 +221,31 @@ def _compare_table(
             Mismatch(
                 kind,
                 table,
-                ", ".join(f"{c}={v}" for c, v in zip(key_columns, key, strict=True)),
+                ", ".join(f"{c}={_text(v)}" for c, v in zip(key_columns, key, strict=True)),
                 _describe_row(columns, want, have),
                 _describe_row(columns, have, want),
             )
         )
-    if len(differing) > MAX_REPORTED_ROWS_PER_TABLE:
-        # Said, so that a report of the first rows is never read as the whole damage.
+    if cut_at or len(differing) > MAX_REPORTED_ROWS_PER_TABLE:
+        # Said, with the count, so that the first rows are never read as the whole damage (a
+        # count only a damaged table pays for).
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT {order} FROM ({differences[0]}) AS e UNION "
+            f"SELECT {order} FROM ({differences[1]}) AS f) AS k"
+        )
+        in_all = int(cursor.fetchone()[0])
+        shown = len(mismatches)
         mismatches.append(
             Mismatch(
                 "rows-not-shown",
                 table,
                 "-",
-                f"at most {MAX_REPORTED_ROWS_PER_TABLE} differing rows reported",
-                f"more than {MAX_REPORTED_ROWS_PER_TABLE} rows differ; the rest are not shown",
+                f"{in_all} differing rows (by key) in all",
+                f"the first {shown} in key order are shown; {in_all - shown} more are not",
+                count=in_all - shown,
             )
         )
     return mismatches
-
-
-def _key(row: Any, keys: list[int]) -> tuple[str, ...]:
-    return tuple(_text(row[index]) for index in keys)
 
 
 def _describe_row(columns: list[str], row: Any, other: Any) -> str:

@@ -5,12 +5,16 @@ whose read models were never migrated (5, for the commands that only read them; 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
+from yoyo.exceptions import LockTimeout
 
-from api.cli import SETTINGS_EXIT, main
+import api.cli
+from api.cli import DATABASE_UNAVAILABLE_EXIT, SETTINGS_EXIT, LedgerGroup, main
 from api.cli_projections import READ_MODELS_MISSING_EXIT
 from ledger_core import Ledger
 from ledger_core.limits import MAX_COMMANDS_PER_APPEND
@@ -107,3 +111,49 @@ def test_an_sqlite_file_held_locked_is_busy_not_a_traceback(sqlite_url: str) -> 
     assert result.exit_code == DATABASE_UNAVAILABLE_EXIT, result.output
     assert "the database is busy" in result.output or "unreachable or busy" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["status", "migrate", "verify", "replay", "export", "serve"])
+def test_a_file_that_is_not_a_database_is_one_line_and_status_3(
+    tmp_path: Path, command: str
+) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n")
+    result = run(f"sqlite:///{path}", command)
+    assert result.exit_code == DATABASE_UNAVAILABLE_EXIT, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: LEDGER_DATABASE_URL names a file that is not an SQLite database"
+    ]
+    assert path.read_text() == "not a database\n"  # left as it was
+
+
+def _failing_group(error: Exception) -> click.Group:
+    """The ledger's group with one command that raises `error` (how a read-only file fails)."""
+    group = LedgerGroup()
+
+    @group.command()
+    def fail() -> None:
+        raise error
+
+    return group
+
+
+@pytest.mark.parametrize(
+    ("error", "writable", "expected"),
+    [
+        (sqlite3.OperationalError("attempt to write a readonly database"), True, "read-only"),
+        (LockTimeout("timed out"), False, "read-only"),  # yoyo's retries on a file it cannot write
+        (LockTimeout("timed out"), True, "busy"),  # a file another process holds locked
+    ],
+)
+def test_a_read_only_database_is_told_as_such_not_as_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, writable: bool, expected: str
+) -> None:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", f"sqlite:///{path}")
+    monkeypatch.setattr(api.cli.os, "access", lambda *_args: writable)
+    result = CliRunner().invoke(_failing_group(error), ["fail"])
+    assert result.exit_code == DATABASE_UNAVAILABLE_EXIT
+    [line] = result.output.strip().splitlines()
+    assert f"the database is {expected}" in line

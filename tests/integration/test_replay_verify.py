@@ -408,11 +408,80 @@ def test_verify_reports_differing_rows_up_to_its_limit_and_says_when_there_are_m
     at_edge = [m for m in verify(url).mismatches if m.table == "rm_postings"]
     assert [m.kind for m in at_edge] == ["row-missing"] * 3
     _sql(url, "DELETE FROM rm_postings WHERE position = ?", (10,))
-    past = [m for m in verify(url).mismatches if m.table == "rm_postings"]
+    report = verify(url)
+    past = [m for m in report.mismatches if m.table == "rm_postings"]
     assert [m.kind for m in past] == ["row-missing"] * 3 + ["rows-not-shown"]
-    assert "more than 3 rows differ" in past[-1].found
+    assert [m.row for m in past[:3]] == [
+        f"space_id={story.space_id}, position={p}" for p in (7, 8, 9)
+    ]
+    assert past[-1].count == 1 and "4 differing rows" in past[-1].expected
+    assert report.total == 4
     result = CliRunner().invoke(main, ["verify"], env={"LEDGER_DATABASE_URL": url})
     assert result.exit_code == 1 and "MISMATCH rows-not-shown: table rm_postings" in result.output
+    assert "4 mismatch(es)" in result.output
+
+
+def test_verify_past_its_limit_tells_each_shown_row_rightly_and_counts_them_all(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every entry row differs and one is also gone: the rows shown are the first in key order,
+    each told as it is (differing, not missing and unexpected: the two sides are cut in the same
+    order), and the count covers every differing row."""
+    import projections.verify
+
+    monkeypatch.setattr(projections.verify, "MAX_REPORTED_ROWS_PER_TABLE", 3)
+    url = story.runner.database.url
+    database = Database(url)
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM rm_entries")
+        (entries,) = cursor.fetchone()
+        cursor.execute("SELECT account_id, position, leg FROM rm_entries ORDER BY space_id, "
+                       "account_id, position, leg")  # fmt: skip
+        keys = cursor.fetchall()
+    finally:
+        connection.close()
+    assert entries > 10
+    _sql(url, "UPDATE rm_entries SET balance_after_minor = balance_after_minor + 1")
+    _sql(url, "DELETE FROM rm_entries WHERE account_id = ? AND position = ? AND leg = ?", keys[1])
+    report = verify(url)
+    shown = [m for m in report.mismatches if m.table == "rm_entries"]
+    assert [m.kind for m in shown] == ["row-differs", "row-missing", "row-differs",
+                                       "rows-not-shown"]  # fmt: skip
+    assert shown[1].found == "(no row)" and f"position={keys[1][1]}" in shown[1].row
+    assert "balance_after_minor" in shown[0].found
+    assert shown[-1].count == entries - 3
+    assert report.total == entries
+    result = CliRunner().invoke(main, ["verify"], env={"LEDGER_DATABASE_URL": url})
+    assert result.exit_code == 1 and f"{entries} mismatch(es)" in result.output
+
+
+def test_an_event_that_no_longer_applies_is_a_finding_and_one_line_everywhere(
+    story: Story,
+) -> None:
+    """An event of the applied range made undecodable: verify reports it (the re-derivation
+    that failed and the log check), exit 1; replay and export say so in one line, exit 1; none
+    prints a traceback."""
+    url = story.runner.database.url
+    column = "notification_id" if Database(url).is_postgres else "rowid"
+    _sql(url, f"UPDATE ledger_events SET state = ? WHERE {column} = ?", (b"{garbage", 6))
+    report = verify(url)
+    kinds = {(m.kind, m.table) for m in report.mismatches}
+    assert {("event-not-reapplied", "balances"), ("event-not-reapplied", "postings"),
+            ("event-undecodable", "ledger_events")} <= kinds  # fmt: skip
+    failed = next(m for m in report.mismatches if m.kind == "event-not-reapplied")
+    assert failed.row.startswith("position=6 (") and "\n" not in failed.found
+    env = {"LEDGER_DATABASE_URL": url}
+    verified = CliRunner().invoke(main, ["verify"], env=env)
+    assert verified.exit_code == 1 and "MISMATCH event-not-reapplied" in verified.output
+    for command in (["replay"], ["export"]):
+        result = CliRunner().invoke(main, command, env=env)
+        assert result.exit_code == 1, (command, result.output)
+        assert "Traceback" not in result.output and result.exception is not None
+        assert isinstance(result.exception, SystemExit)
+        last = result.output.strip().splitlines()[-1]
+        assert "position 6" in last and "ledger verify" in last, (command, result.output)
 
 
 @pytest.mark.parametrize("moves", [2, 3])
