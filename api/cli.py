@@ -23,6 +23,7 @@ from ledger_core.crypto import EncryptionKeyError
 from ledger_core.store import sqlite_path_from_url
 from projections.base import EventDecodeFailed
 from projections.db import is_transient
+from projections.rebuild import ToolBusy
 from projections.registry import UnknownProjection
 from projections.tracking import ProjectionFailed
 
@@ -70,6 +71,10 @@ class LedgerGroup(click.Group):
             raise click.ClickException(
                 f"the event at position {error.position} ({error.topic}) cannot be read: "
                 f"{_first_line(error.reason)}; `ledger verify` reports what is wrong with the log"
+            ) from error
+        except ToolBusy as error:
+            raise DatabaseUnavailable(
+                f"{error}; wait for it to finish (an interrupted replay resumes where it stopped)"
             ) from error
         except UnknownProjection as error:
             raise click.UsageError(str(error), ctx) from error

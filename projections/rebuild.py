@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ledger_core.store import sqlite_path_from_url
 from projections.base import (
     TRACKING_TABLE,
     EventDecodeFailed,
@@ -78,6 +80,46 @@ _CREATE_INDEX = re.compile(
 )
 
 ProgressCallback = Callable[[int, int], None]
+
+#: PostgreSQL session advisory-lock keys (per database) of the tools one at a time may run.
+EXCLUSIVE_LOCK_KEYS: Final = {"replay": 0x6C64670001, "verify": 0x6C64670002}
+
+
+class ToolBusy(Exception):
+    """Another process runs the same exclusive tool (`ledger replay`, `ledger verify`) on this
+    database: two would build in the same scratch tables."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"another `ledger {tool}` is running on this database")
+        self.tool = tool
+
+
+@contextlib.contextmanager
+def exclusive(database: Database, connection: Any, tool: str) -> Iterator[None]:
+    """Hold `tool`'s lock on the database for the block, or raise `ToolBusy` at once.
+    PostgreSQL: a session advisory lock on `connection`. SQLite: an advisory file lock
+    (`flock`) on `<database file>.<tool>.lock` beside the database. Both go with the process
+    if it dies, so a killed replay never leaves a stale lock."""
+    if database.is_postgres:
+        key = EXCLUSIVE_LOCK_KEYS[tool]
+        if not connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            raise ToolBusy(tool)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # a dropped connection has released it
+                connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return
+    path = sqlite_path_from_url(database.url)
+    if path == ":memory:":
+        yield
+        return
+    with open(f"{path}.{tool}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ToolBusy(tool) from None
+        yield
 
 
 @dataclass(frozen=True)
@@ -460,41 +502,57 @@ def replay(
     database = Database(database_url)
     connection = _rebuild_connection(database)
     try:
-        copies = [cls(database, REPLAY_SUFFIX) for cls in projection_classes(names)]
-        resumed_at = min(
-            prepare_copies(
-                database, connection, copy, generation_of(database, connection, copy.name) + 1
+        with exclusive(database, connection, "replay"):
+            return _replay(
+                database, connection, names, started, batch_size, on_start, on_progress, parallel
             )
-            for copy in copies
-        )
-        head = head_position(database, connection.cursor())
-        peaks: list[int] = []
-        if on_start is not None:
-            on_start(resumed_at, head)
-        if parallel is None:
-            parallel = (
-                len(copies) > 1
-                and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
-                and sys.platform != "win32"  # the builders' pipes are watched with selectors
-            )
-        if parallel:
-            applied = build_in_parallel(
-                database,
-                [copy.name for copy in copies],
-                peaks_kib=peaks,
-                batch_size=batch_size,
-                on_progress=on_progress,
-            )
-        else:
-            with _rebuild_checkpoints(database, connection):
-                applied = build(
-                    database, connection, copies, batch_size=batch_size, on_progress=on_progress
-                )
-            for copy in copies:
-                build_deferred_indexes(database, connection, copy)
-        position = swap_in(database, connection, copies)
     finally:
         connection.close()
+
+
+def _replay(
+    database: Database,
+    connection: Any,
+    names: list[str] | None,
+    started: float,
+    batch_size: int,
+    on_start: Callable[[int, int], None] | None,
+    on_progress: ProgressCallback | None,
+    parallel: bool | None,
+) -> RebuildResult:
+    copies = [cls(database, REPLAY_SUFFIX) for cls in projection_classes(names)]
+    resumed_at = min(
+        prepare_copies(
+            database, connection, copy, generation_of(database, connection, copy.name) + 1
+        )
+        for copy in copies
+    )
+    head = head_position(database, connection.cursor())
+    peaks: list[int] = []
+    if on_start is not None:
+        on_start(resumed_at, head)
+    if parallel is None:
+        parallel = (
+            len(copies) > 1
+            and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
+            and sys.platform != "win32"  # the builders' pipes are watched with selectors
+        )
+    if parallel:
+        applied = build_in_parallel(
+            database,
+            [copy.name for copy in copies],
+            peaks_kib=peaks,
+            batch_size=batch_size,
+            on_progress=on_progress,
+        )
+    else:
+        with _rebuild_checkpoints(database, connection):
+            applied = build(
+                database, connection, copies, batch_size=batch_size, on_progress=on_progress
+            )
+        for copy in copies:
+            build_deferred_indexes(database, connection, copy)
+    position = swap_in(database, connection, copies)
     return RebuildResult(
         tuple(copy.name for copy in copies),
         position,

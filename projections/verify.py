@@ -42,6 +42,7 @@ from projections.rebuild import (
     build,
     columns_of,
     drop_copies,
+    exclusive,
     generation_of,
     prepare_copies,
 )
@@ -96,16 +97,17 @@ def verify(database_url: str, names: list[str] | None = None) -> VerifyReport:
     database = Database(database_url)
     connection = database.connect()
     try:
-        mismatches: list[Mismatch] = []
-        positions: dict[str, int] = {}
-        for cls in projection_classes(names):
-            position, found = _verify_projection(database, connection, cls)
-            positions[cls.name] = position
-            mismatches.extend(found)
-        checker = LogChecker()
-        events_checked = checker.run(database, connection)
-        mismatches.extend(checker.mismatches)
-        return VerifyReport(positions, events_checked, mismatches)
+        with exclusive(database, connection, "verify"):  # one at a time: same scratch tables
+            mismatches: list[Mismatch] = []
+            positions: dict[str, int] = {}
+            for cls in projection_classes(names):
+                position, found = _verify_projection(database, connection, cls)
+                positions[cls.name] = position
+                mismatches.extend(found)
+            checker = LogChecker()
+            events_checked = checker.run(database, connection)
+            mismatches.extend(checker.mismatches)
+            return VerifyReport(positions, events_checked, mismatches)
     finally:
         connection.close()
 

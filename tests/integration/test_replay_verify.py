@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from test_projections_queries import Story, close_story, open_story
 
-from api.cli import main
+from api.cli import DATABASE_UNAVAILABLE_EXIT, main
 from ledger_core.commands import (
     FreezeAccount,
     PostPending,
@@ -27,7 +27,14 @@ from ledger_core.commands import (
 from projections.base import TRACKING_TABLE
 from projections.db import Database
 from projections.queries import ReadModels
-from projections.rebuild import REPLAY_SUFFIX, _index_shapes, build, prepare_copies, replay
+from projections.rebuild import (
+    REPLAY_SUFFIX,
+    _index_shapes,
+    build,
+    exclusive,
+    prepare_copies,
+    replay,
+)
 from projections.registry import PROJECTIONS
 from projections.tracking import ProjectionFailed
 from projections.verify import dump_tables, verify
@@ -512,3 +519,29 @@ def test_verify_catches_up_with_a_moving_projection_up_to_max_catch_up_rounds(
     else:
         assert not report.ok and len(not_verified) == 1
         assert "kept moving" in not_verified[0].found
+
+
+@pytest.mark.parametrize("tool", ["replay", "verify"])
+def test_a_second_replay_or_verify_on_one_database_is_refused_at_once(
+    story: Story, tool: str
+) -> None:
+    """Two replays (or verifies) would build in the same scratch tables: while one holds the
+    tool's lock, the other says so in one line (exit 3) and touches nothing; once it is
+    released (as when its process ends, however), the tool runs."""
+    url = story.runner.database.url
+    database = Database(url)
+    holder = database.connect()
+    env = {"LEDGER_DATABASE_URL": url}
+    before = _dumps(url)
+    try:
+        with exclusive(database, holder, tool):
+            refused = CliRunner().invoke(main, [tool], env=env)
+            assert refused.exit_code == DATABASE_UNAVAILABLE_EXIT, refused.output
+            [line] = refused.output.strip().splitlines()
+            assert f"another `ledger {tool}` is running on this database" in line
+            assert _dumps(url) == before
+            other = "verify" if tool == "replay" else "replay"  # a different tool may run
+            assert CliRunner().invoke(main, [other], env=env).exit_code == 0
+    finally:
+        holder.close()
+    assert CliRunner().invoke(main, [tool], env=env).exit_code == 0
