@@ -80,6 +80,16 @@ def project(names: tuple[str, ...]) -> None:
                 if name not in reported:
                     reported.add(name)
                     click.echo(f"FAILED: {failure}", err=True)
+            if runner.fatal_error is not None:
+                # Not an event's fault (those stop their projection and say FAILED) and not a
+                # database that went away (retried): exit, so a supervisor restarts it; it
+                # resumes where it stopped.
+                reason = (str(runner.fatal_error).strip().splitlines() or [""])[0]
+                raise click.ClickException(
+                    f"a projection stopped on an unexpected error "
+                    f"({type(runner.fatal_error).__name__}: {reason}); exiting so that it is "
+                    "restarted (it resumes where it stopped)"
+                )
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -545,3 +546,26 @@ def test_a_second_replay_or_verify_on_one_database_is_refused_at_once(
     finally:
         holder.close()
     assert CliRunner().invoke(main, [tool], env=env).exit_code == 0
+
+
+def test_project_exits_when_a_projection_stops_on_an_unexpected_error(
+    story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is neither an event's (FAILED, the others go on) nor a database that went
+    away (retried) stops `ledger project` with one line and exit 1, so that its supervisor
+    restarts it, instead of a process that runs on with nothing projecting."""
+    import projections.runner
+
+    def broken(*_args: Any, **_kwargs: Any) -> int:
+        raise RuntimeError("the disk said no\nDETAIL: more")
+
+    monkeypatch.setattr(projections.runner, "apply_next_batch", broken)
+    monkeypatch.setattr(projections.runner.ProjectionRunner, "step", broken)
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        main, ["project"], env={"LEDGER_DATABASE_URL": story.runner.database.url}
+    )
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "unexpected error (RuntimeError: the disk said no)" in last and "restarted" in last
