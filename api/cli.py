@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from yoyo.exceptions import LockTimeout
 
 from api.cli_export import export
-from api.cli_projections import migrate, project, replay, status, verify
+from api.cli_projections import first_line, migrate, project, replay, status, verify
 from api.demo import demo
 from api.serve import keygen, serve, token
 from ledger_core.crypto import EncryptionKeyError
@@ -64,13 +64,13 @@ class LedgerGroup(click.Group):
             failure = error.failure
             raise click.ClickException(
                 f"projection {failure.projection} cannot apply the event at position "
-                f"{failure.position} ({failure.topic}): {_first_line(failure.reason)}; "
+                f"{failure.position} ({failure.topic}): {first_line(failure.reason)}; "
                 "`ledger verify` reports what is wrong with the log"
             ) from error
         except EventDecodeFailed as error:
             raise click.ClickException(
                 f"the event at position {error.position} ({error.topic}) cannot be read: "
-                f"{_first_line(error.reason)}; `ledger verify` reports what is wrong with the log"
+                f"{first_line(error.reason)}; `ledger verify` reports what is wrong with the log"
             ) from error
         except ToolBusy as error:
             raise DatabaseUnavailable(
@@ -109,7 +109,7 @@ _READ_ONLY: Final = (
 
 
 def _unreachable(error: Exception) -> str:
-    reason = _first_line(str(error)) or type(error).__name__
+    reason = first_line(str(error)) or type(error).__name__
     return (
         f"the database is unreachable or busy ({reason}); check LEDGER_DATABASE_URL "
         "and that the server is running"
@@ -126,11 +126,6 @@ def _sqlite_file_read_only() -> bool:
     if path == ":memory:" or not os.path.exists(path):
         return False
     return not (os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK))
-
-
-def _first_line(text: str) -> str:
-    """A database's message without its DETAIL and CONTEXT lines: one line of output."""
-    return (text.strip().splitlines() or [""])[0]
 
 
 def settings_problems(error: ValidationError) -> str:

@@ -84,10 +84,10 @@ def project(names: tuple[str, ...]) -> None:
                 # Not an event's fault (those stop their projection and say FAILED) and not a
                 # database that went away (retried): exit, so a supervisor restarts it; it
                 # resumes where it stopped.
-                reason = (str(runner.fatal_error).strip().splitlines() or [""])[0]
+                error = runner.fatal_error
                 raise click.ClickException(
                     f"a projection stopped on an unexpected error "
-                    f"({type(runner.fatal_error).__name__}: {reason}); exiting so that it is "
+                    f"({type(error).__name__}: {first_line(str(error))}); exiting so that it is "
                     "restarted (it resumes where it stopped)"
                 )
     except KeyboardInterrupt:
@@ -95,6 +95,11 @@ def project(names: tuple[str, ...]) -> None:
     finally:
         runner.stop()
     click.echo("stopped")
+
+
+def first_line(text: str) -> str:
+    """A database's message without its DETAIL and CONTEXT lines: one line of output."""
+    return (text.strip().splitlines() or [""])[0]
 
 
 @click.command()

@@ -503,63 +503,48 @@ def replay(
     connection = _rebuild_connection(database)
     try:
         with exclusive(database, connection, "replay"):
-            return _replay(
-                database, connection, names, started, batch_size, on_start, on_progress, parallel
+            copies = [cls(database, REPLAY_SUFFIX) for cls in projection_classes(names)]
+            resumed_at = min(
+                prepare_copies(
+                    database, connection, copy, generation_of(database, connection, copy.name) + 1
+                )
+                for copy in copies
+            )
+            head = head_position(database, connection.cursor())
+            peaks: list[int] = []
+            if on_start is not None:
+                on_start(resumed_at, head)
+            if parallel is None:
+                parallel = (
+                    len(copies) > 1
+                    and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
+                    and sys.platform != "win32"  # the builders' pipes are watched with selectors
+                )
+            if parallel:
+                applied = build_in_parallel(
+                    database,
+                    [copy.name for copy in copies],
+                    peaks_kib=peaks,
+                    batch_size=batch_size,
+                    on_progress=on_progress,
+                )
+            else:
+                with _rebuild_checkpoints(database, connection):
+                    applied = build(
+                        database, connection, copies, batch_size=batch_size, on_progress=on_progress
+                    )
+                for copy in copies:
+                    build_deferred_indexes(database, connection, copy)
+            position = swap_in(database, connection, copies)
+            return RebuildResult(
+                tuple(copy.name for copy in copies),
+                position,
+                applied,
+                time.perf_counter() - started,
+                tuple(peaks),
             )
     finally:
         connection.close()
-
-
-def _replay(
-    database: Database,
-    connection: Any,
-    names: list[str] | None,
-    started: float,
-    batch_size: int,
-    on_start: Callable[[int, int], None] | None,
-    on_progress: ProgressCallback | None,
-    parallel: bool | None,
-) -> RebuildResult:
-    copies = [cls(database, REPLAY_SUFFIX) for cls in projection_classes(names)]
-    resumed_at = min(
-        prepare_copies(
-            database, connection, copy, generation_of(database, connection, copy.name) + 1
-        )
-        for copy in copies
-    )
-    head = head_position(database, connection.cursor())
-    peaks: list[int] = []
-    if on_start is not None:
-        on_start(resumed_at, head)
-    if parallel is None:
-        parallel = (
-            len(copies) > 1
-            and head - resumed_at >= PARALLEL_REBUILD_MIN_EVENTS
-            and sys.platform != "win32"  # the builders' pipes are watched with selectors
-        )
-    if parallel:
-        applied = build_in_parallel(
-            database,
-            [copy.name for copy in copies],
-            peaks_kib=peaks,
-            batch_size=batch_size,
-            on_progress=on_progress,
-        )
-    else:
-        with _rebuild_checkpoints(database, connection):
-            applied = build(
-                database, connection, copies, batch_size=batch_size, on_progress=on_progress
-            )
-        for copy in copies:
-            build_deferred_indexes(database, connection, copy)
-    position = swap_in(database, connection, copies)
-    return RebuildResult(
-        tuple(copy.name for copy in copies),
-        position,
-        applied,
-        time.perf_counter() - started,
-        tuple(peaks),
-    )
 
 
 if __name__ == "__main__":  # a builder of `build_in_parallel`
