@@ -83,8 +83,8 @@ def _line(row: list[Any]) -> str:
 
 
 _touched_key = operator.itemgetter(0, 1, 2)
-_POSTING_ACCOUNT_COLUMNS: Final = ("space_id", "account_id", "position", "posting_id")
-_POSTING_ACCOUNT_LAYOUT: Final = struct.Struct(">hi16si16siqi16s")
+_POSTING_ACCOUNT_COLUMNS: Final = ("space_id", "account_id", "position")
+_POSTING_ACCOUNT_LAYOUT: Final = struct.Struct(">hi16si16siq")
 
 
 #: (space id, posting id) as canonical UUID text.
@@ -115,10 +115,9 @@ class PostingsProjection(Projection):
                 key = (logged.stream_id, event.posting_id)
                 row = self._row(logged, event, values)
                 new_rows[key] = row
-                space, posting, position = row[0], row[1], logged.position
+                space, position = row[0], logged.position
                 if binary is not None:  # PostgreSQL: packed for binary COPY at once
                     space = binary.uuid(space)
-                    posting = bytes.fromhex(posting.replace("-", ""))
                 entries = event.entries
                 if len(entries) == 2 and entries[0].account_id != entries[1].account_id:
                     accounts: Any = (entries[0].account_id, entries[1].account_id)
@@ -126,13 +125,10 @@ class PostingsProjection(Projection):
                     accounts = dict.fromkeys(e.account_id for e in entries)
                 if binary is not None:
                     touched.extend(
-                        pack(4, 16, space, 16, uuid(account), 8, position, 16, posting)
-                        for account in accounts
+                        pack(3, 16, space, 16, uuid(account), 8, position) for account in accounts
                     )
                 else:
-                    touched.extend(
-                        (space, uuid(account), position, posting) for account in accounts
-                    )
+                    touched.extend((space, uuid(account), position) for account in accounts)
                 if event.reverses is not None and event.__class__ is feed.PostingRecorded:
                     original = (logged.stream_id, event.reverses)
                     _change(new_rows, updates, original, _REVERSED_BY, row[1])

@@ -235,9 +235,53 @@ def _copies_match(database: Database, cursor: Cursor, copy: Projection) -> bool:
     for table, copy_table in copy.table_names.items():
         if not database.table_exists(cursor, copy_table):
             return False
-        if columns_of(database, cursor, table) != columns_of(database, cursor, copy_table):
+        if database.is_postgres:
+            live = _postgres_shape(database, cursor, table)
+            copied = _postgres_shape(database, cursor, copy_table)
+            if table in copy.deferred_index_tables:  # its indexes come last: some may be missing
+                if live[:2] != copied[:2] or not set(copied[2]) <= set(live[2]):
+                    return False
+            elif live != copied:
+                return False
+        elif _sqlite_shape(cursor, "main", table) != _sqlite_shape(cursor, "main", copy_table):
             return False
     return True
+
+
+def _postgres_shape(
+    database: Database, cursor: Cursor, table: str
+) -> tuple[list[str], list[str], list[tuple[bool, bool, str]]]:
+    """A PostgreSQL table's columns, CHECK constraints and index shapes (without names)."""
+    cursor.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype = 'c'",
+        (table,),
+    )
+    checks = sorted(definition for (definition,) in cursor.fetchall())
+    return columns_of(database, cursor, table), checks, sorted(_index_shapes(cursor, table))
+
+
+def _sqlite_shape(cursor: Cursor, schema: str, table: str) -> tuple[str, list[str]] | None:
+    """An SQLite table's CREATE statement and its indexes' statements, without their names:
+    equal for a live table and a copy made of it while the schema stays the same (a copy made
+    before a migration changed the table, say one of its CHECKs, is not resumed)."""
+    cursor.execute(
+        f"SELECT sql FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    cursor.execute(
+        f"SELECT sql FROM {schema}.sqlite_master WHERE type = 'index' AND tbl_name = ? "
+        "AND sql IS NOT NULL",
+        (table,),
+    )
+    indexes = []
+    for (index_sql,) in cursor.fetchall():
+        match = _CREATE_INDEX.match(index_sql)
+        assert match is not None, f"unexpected index statement {index_sql!r}"
+        indexes.append(f'{match.group(1)}"" ON ""' + index_sql[match.end() :])
+    return _CREATE_TABLE.sub('CREATE TABLE ""', row[0], count=1), sorted(indexes)
 
 
 def build(

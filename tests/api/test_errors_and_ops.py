@@ -322,13 +322,11 @@ def test_ready_and_metrics_name_a_stopped_projection(
         with database.transaction(connection) as cursor:
             database.execute(
                 cursor,
-                "INSERT INTO rm_posting_accounts (space_id, account_id, position, posting_id) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO rm_posting_accounts (space_id, account_id, position) VALUES (?, ?, ?)",
                 (
                     database.dialect.uuid(UUID(book.space)),
                     database.dialect.uuid(UUID(book.checking)),
                     failing,
-                    database.dialect.uuid(UUID(int=1)),
                 ),
             )
     finally:

@@ -117,3 +117,106 @@ def test_yoyo_urls() -> None:
     assert yoyo_url("postgres://h/d") == "postgresql+psycopg://h/d"
     with pytest.raises(ValueError):
         yoyo_url("mysql://h/d")
+
+
+def _posting(url: str, space: Any, position: int, status: str) -> None:
+    dialect = Database(url).dialect
+    _insert(
+        url,
+        "INSERT INTO rm_postings (space_id, posting_id, position, status, entries, description, "
+        "effective_date, metadata, pending, recorded_at) VALUES (?, ?, ?, ?, '[]', '', ?, '{}', "
+        "?, ?)",
+        (
+            dialect.uuid(space),
+            dialect.uuid(uuid4()),
+            position,
+            status,
+            dialect.date(date(2026, 1, 1)),
+            dialect.boolean(False),
+            dialect.timestamp(datetime(2026, 1, 1, tzinfo=UTC)),
+        ),
+    )
+
+
+def _schema(url: str, table: str) -> str:
+    connection = Database(url).connect()
+    try:
+        (sql,) = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return str(sql)
+    finally:
+        connection.close()
+
+
+def test_the_value_checks_accept_each_value_and_refuse_others(database_url: str) -> None:
+    """m0005: on SQLite the CHECKs on lists of values are comparisons (an IN of more than two
+    constants builds a temporary index per inserted row there); they accept the same values."""
+    apply_migrations(database_url)
+    space = uuid4()
+    for position, status in enumerate(["posted", "pending", "voided", "expired", "declined"], 1):
+        _posting(database_url, space, position, status)
+    for status in ("Posted", "", "settled"):
+        with pytest.raises(Exception, match=r"(?i)check"):
+            _posting(database_url, space, 99, status)
+    if database_url.startswith("sqlite"):
+        for table in ("rm_postings", "rm_accounts"):
+            schema = _schema(database_url, table)
+            assert " IN (" not in schema and " OR " in schema, schema
+
+
+ROLLED_BACK = ("m0005_sqlite_value_checks", "m0006_posting_accounts_without_posting_id")
+
+
+def test_m0005_and_m0006_roll_back_and_forward_keeping_the_rows(database_url: str) -> None:
+    from yoyo import get_backend, read_migrations
+
+    from migrations import VERSIONS_DIRECTORY
+
+    apply_migrations(database_url)
+    space, account = uuid4(), uuid4()
+    _posting(database_url, space, 7, "pending")
+    dialect = Database(database_url).dialect
+    _insert(
+        database_url,
+        "INSERT INTO rm_posting_accounts (space_id, account_id, position) VALUES (?, ?, 7)",
+        (dialect.uuid(space), dialect.uuid(account)),
+    )
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        later = read_migrations(str(VERSIONS_DIRECTORY)).filter(
+            lambda migration: migration.id in ROLLED_BACK
+        )
+        assert len(later) == 2
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(later))
+    finally:
+        backend.connection.close()
+    database = Database(database_url)
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        database.execute(
+            cursor,
+            "SELECT pa.posting_id = p.posting_id FROM rm_posting_accounts AS pa "
+            "JOIN rm_postings AS p ON p.position = pa.position",
+        )
+        assert [bool(same) for (same,) in cursor.fetchall()] == [True]
+    finally:
+        connection.close()
+    if database_url.startswith("sqlite"):
+        assert "status IN ('posted', 'pending', 'voided', 'expired', 'declined')" in _schema(
+            database_url, "rm_postings"
+        )
+    assert apply_migrations(database_url) == [migration.id for migration in later]
+    with pytest.raises(Exception, match=r"(?i)check"):
+        _posting(database_url, space, 8, "settled")
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT status FROM rm_postings")
+        assert cursor.fetchall() == [("pending",)]
+        cursor.execute("SELECT * FROM rm_posting_accounts")
+        assert [len(row) for row in cursor.fetchall()] == [3]
+    finally:
+        connection.close()

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
@@ -113,13 +112,11 @@ def test_a_failing_projection_stops_reports_and_resumes_after_the_fix(story: Sto
         with database.transaction(connection) as cursor:
             database.execute(
                 cursor,
-                "INSERT INTO rm_posting_accounts (space_id, account_id, position, posting_id) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO rm_posting_accounts (space_id, account_id, position) VALUES (?, ?, ?)",
                 (
                     database.dialect.uuid(story.space_id),
                     database.dialect.uuid(story.checking),
                     failing_position,
-                    database.dialect.uuid(UUID(int=1)),
                 ),
             )
     finally:
@@ -156,8 +153,8 @@ def test_a_failing_projection_stops_reports_and_resumes_after_the_fix(story: Sto
         with database.transaction(connection) as cursor:
             database.execute(
                 cursor,
-                "DELETE FROM rm_posting_accounts WHERE posting_id = ?",
-                (database.dialect.uuid(UUID(int=1)),),
+                "DELETE FROM rm_posting_accounts WHERE space_id = ? AND position = ?",
+                (database.dialect.uuid(story.space_id), failing_position),
             )
     finally:
         connection.close()

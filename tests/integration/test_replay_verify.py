@@ -569,3 +569,49 @@ def test_project_exits_when_a_projection_stops_on_an_unexpected_error(
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]
     assert "unexpected error (RuntimeError: the disk said no)" in last and "restarted" in last
+
+
+def test_a_copy_made_before_the_schema_changed_is_not_resumed(database_url: str) -> None:
+    """A copy of the database left by an interrupted replay is resumed only if it still has
+    the live table's shape: one that lacks an index the live table has (as after a migration)
+    is built again, so the swap never drops an index."""
+    story = open_story(database_url)
+    try:
+        _history(story)
+        story.project()
+        url = database_url
+        before = _dumps(url)
+        database = Database(url)
+        connection = database.connect()
+        try:
+            copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
+            prepare_copies(database, connection, copy, generation=9)
+            build(database, connection, [copy], until=story.position // 2, batch_size=2)
+            with database.transaction(connection) as cursor:
+                if database.is_postgres:
+                    cursor.execute(
+                        "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
+                        "'rm_postings__replay'::regclass AND NOT indisprimary"
+                    )
+                    (index,) = cursor.fetchone()
+                else:
+                    index = "rm_postings__by_status__g9"
+                cursor.execute(f"DROP INDEX {index}")
+        finally:
+            connection.close()
+        starts: list[tuple[int, int]] = []
+        replay(url, ["postings"], on_start=lambda *args: starts.append(args))
+        assert starts == [(0, story.position)]
+        assert _dumps(url) == before
+        connection = database.connect()
+        try:
+            cursor = connection.cursor()
+            if database.is_postgres:
+                assert len(_index_shapes(cursor, "rm_postings")) == 2  # key and by status
+            else:
+                cursor.execute("SELECT count(*) FROM sqlite_master WHERE tbl_name = 'rm_postings'")
+                assert cursor.fetchone() == (2,)  # the table (clustered on its key), by status
+        finally:
+            connection.close()
+    finally:
+        close_story(story)
