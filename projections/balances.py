@@ -124,6 +124,7 @@ class AccountRow:
         "currency",
         "described",
         "dirty",
+        "entries",
         "is_new",
         "last_day",
         "metadata",
@@ -168,6 +169,9 @@ class AccountRow:
         #: that day (None: no posted entry yet).
         self.posted_at_load: int = self.posted
         self.last_day: str | None = None
+        #: SQLite: the batch's new rm_entries rows of this account, in log order (so the batch's
+        #: rows come out in key order account by account, without sorting them all).
+        self.entries: list[tuple[Any, ...]] = []
 
     def values(self) -> tuple[Any, ...]:
         """The row's values in `_ACCOUNT_COLUMNS` order."""
@@ -429,7 +433,7 @@ class _Batch:
         entries: Sequence[feed.LightEntry],
         effective_date: str,
     ) -> None:
-        values, accounts, daily, rows = self.values, self.accounts, self.daily, self.entries
+        values, accounts, daily = self.values, self.accounts, self.daily
         uuid = values.uuid
         space = uuid(logged.stream_id)
         position = logged.position
@@ -438,7 +442,7 @@ class _Batch:
             space_bytes = binary.uuid(space)
             posting_bytes = bytes.fromhex(posting_id.replace("-", ""))
             day, at = binary.date(effective_date), binary.time(logged.event.recorded_at)
-            text, binary_uuid = binary.text, binary.uuid
+            text, binary_uuid, rows = binary.text, binary.uuid, self.entries
             for leg, entry in enumerate(entries):
                 account = accounts[(space, entry.account_id)]
                 account.dirty = True
@@ -485,7 +489,7 @@ class _Batch:
             account.posted += signed
             day_key = (space, account.account_id, effective_date)
             daily[day_key] = daily.get(day_key, 0) + signed
-            rows.append(
+            account.entries.append(
                 (
                     space,
                     account.account_id,
@@ -518,9 +522,12 @@ class _Batch:
             copy_binary(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
         else:
             # In key order: each account's new entries go in at the end of its range together
-            # (SQLite's tables are clustered on their key).
-            self.entries.sort(key=_entry_key)
-            database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, self.entries)
+            # (SQLite's tables are clustered on their key). Each account's rows are in log
+            # order already, so only the accounts are sorted (sorting the rows cost 8% of a
+            # replay's balances builder).
+            accounts = self.accounts
+            rows = [row for key in sorted(accounts) for row in accounts[key].entries]
+            database.insert_rows(cursor, names["rm_entries"], _ENTRY_COLUMNS, rows)
         self._write_daily()
 
     def _write_accounts(self) -> None:
@@ -654,7 +661,6 @@ _ENTRY_COLUMNS: Final = (
     "recorded_at",
     "balance_after_minor",
 )
-_entry_key = operator.itemgetter(0, 1, 2, 3)
 #: Binary row layouts of rm_entries by the lengths of (direction, currency).
 _ENTRY_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
 

@@ -16,7 +16,6 @@ its expiry sweep).
 
 from __future__ import annotations
 
-import operator
 import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
@@ -82,7 +81,6 @@ def _line(row: list[Any]) -> str:
     )
 
 
-_touched_key = operator.itemgetter(0, 1, 2)
 _POSTING_ACCOUNT_COLUMNS: Final = ("space_id", "account_id", "position")
 _POSTING_ACCOUNT_LAYOUT: Final = struct.Struct(">hi16si16siq")
 
@@ -101,8 +99,11 @@ class PostingsProjection(Projection):
 
     def prepare(self, cursor: Cursor, events: Sequence[LoggedEvent]) -> Writer:
         new_rows: dict[PostingKey, list[Any]] = {}
-        #: Rows of rm_posting_accounts: packed for binary COPY on PostgreSQL, tuples on SQLite.
+        #: Rows of rm_posting_accounts. PostgreSQL: packed for binary COPY. SQLite: the
+        #: positions by (space, account), in log order (the rows come out in key order account by
+        #: account, without sorting them all).
         touched: list[Any] = []
+        positions_by_account: dict[tuple[Any, Any], list[int]] = {}
         #: (space, posting) -> [status, entries, reversed_by] for rows older than the batch.
         updates: dict[PostingKey, list[Any]] = {}
         values = ValueCache(self.dialect)
@@ -128,7 +129,13 @@ class PostingsProjection(Projection):
                         pack(3, 16, space, 16, uuid(account), 8, position) for account in accounts
                     )
                 else:
-                    touched.extend((space, uuid(account), position) for account in accounts)
+                    for account in accounts:
+                        account_key = (space, uuid(account))
+                        found = positions_by_account.get(account_key)
+                        if found is None:
+                            positions_by_account[account_key] = [position]
+                        else:
+                            found.append(position)
                 if event.reverses is not None and event.__class__ is feed.PostingRecorded:
                     original = (logged.stream_id, event.reverses)
                     _change(new_rows, updates, original, _REVERSED_BY, row[1])
@@ -141,6 +148,12 @@ class PostingsProjection(Projection):
                 _change(new_rows, updates, key, _STATUS, _STATUS_OF_CLOSER[event.__class__])
         positions = posting_positions(self.database, cursor, list(updates))
         rows = list(new_rows.values())
+        if binary is None:
+            touched = [
+                (space, account, position)
+                for (space, account) in sorted(positions_by_account)
+                for position in positions_by_account[(space, account)]
+            ]
         return lambda write: self._write(write, rows, touched, updates, positions, values)
 
     def _row(self, logged: LoggedEvent, event: feed.Posting, values: ValueCache) -> list[Any]:
@@ -185,7 +198,6 @@ class PostingsProjection(Projection):
         if database.is_postgres:
             copy_binary(cursor, table, columns, touched)  # packed as they were found
         else:
-            touched.sort(key=_touched_key)  # in key order, as for entries
             database.insert_rows(cursor, table, columns, touched)
         database.executemany(
             cursor,
