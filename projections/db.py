@@ -173,6 +173,9 @@ def dialect_for(url: str) -> Dialect:
 class Database:
     """Opens connections to one database and runs transactions on them."""
 
+    #: How a write transaction starts on SQLite: taking the write lock up front.
+    sqlite_write_begin = "BEGIN IMMEDIATE"
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.dialect = dialect_for(url)
@@ -211,7 +214,7 @@ class Database:
                 yield connection.cursor()
             return
         cursor = connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        cursor.execute(self.sqlite_write_begin if write else "BEGIN")
         try:
             yield cursor
         except BaseException:

@@ -4,8 +4,10 @@ and a corrupted event row."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,11 +32,14 @@ from projections.db import Database
 from projections.queries import ReadModels
 from projections.rebuild import (
     REPLAY_SUFFIX,
+    ScratchDatabase,
     _index_shapes,
     build,
     exclusive,
     prepare_copies,
+    prepare_scratch,
     replay,
+    scratch_path,
 )
 from projections.registry import PROJECTIONS
 from projections.tracking import ProjectionFailed
@@ -65,15 +70,21 @@ def _history(story: Story) -> None:
         story.post(story.groceries, story.checking, f"{day}.25", effective_date=date(2026, 3, day))
 
 
-@pytest.fixture
-def story(database_url: str) -> Iterator[Story]:
-    opened = open_story(database_url)
+@contextlib.contextmanager
+def _told(url: str) -> Iterator[Story]:
+    opened = open_story(url)
     try:
         _history(opened)
         opened.project()
         yield opened
     finally:
         close_story(opened)
+
+
+@pytest.fixture
+def story(database_url: str) -> Iterator[Story]:
+    with _told(database_url) as opened:
+        yield opened
 
 
 def _dumps(url: str) -> dict[str, bytes]:
@@ -571,47 +582,180 @@ def test_project_exits_when_a_projection_stops_on_an_unexpected_error(
     assert "unexpected error (RuntimeError: the disk said no)" in last and "restarted" in last
 
 
-def test_a_copy_made_before_the_schema_changed_is_not_resumed(database_url: str) -> None:
+# SQLite: builders in scratch files ------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_story(sqlite_url: str) -> Iterator[Story]:
+    with _told(sqlite_url) as opened:
+        yield opened
+
+
+def _build_postings_in_scratch(url: str, until: int) -> str:
+    """What a parallel replay's builder of `postings` leaves when it stops at `until`."""
+    database = Database(url)
+    connection = database.connect()
+    try:
+        copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
+        prepare_scratch(database, connection, copy, generation=1)
+    finally:
+        connection.close()
+    path = scratch_path(database, "postings")
+    assert path is not None and os.path.exists(path)
+    scratch = ScratchDatabase(url, path)
+    connection = scratch.connect()
+    try:
+        build(scratch, connection, [PROJECTIONS["postings"](scratch, REPLAY_SUFFIX)], until=until)
+    finally:
+        connection.close()
+    return path
+
+
+def _tables(url: str) -> set[str]:
+    connection = Database(url).connect()
+    try:
+        return {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    finally:
+        connection.close()
+
+
+def test_sqlite_builders_write_their_own_files_and_not_the_ledger(sqlite_story: Story) -> None:
+    """A builder's batches go to its scratch file: the database gets no copy and no write lock
+    from it (the command side writes while a builder's transaction is open), and a parallel
+    replay resumes the scratch file where it stopped, copies it in and removes it."""
+    url = sqlite_story.runner.database.url
+    before = _dumps(url)
+    third = sqlite_story.position // 3
+    path = _build_postings_in_scratch(url, third)
+    assert _dumps(url) == before
+    assert not any(name.endswith(REPLAY_SUFFIX) for name in _tables(url))
+    scratch = ScratchDatabase(url, path)
+    building = scratch.connect()
+    try:
+        with scratch.transaction(building) as cursor:
+            cursor.execute(f"UPDATE {TRACKING_TABLE} SET position = position")  # holds its lock
+            ledger = Database(url).connect()
+            try:
+                ledger.execute("PRAGMA busy_timeout = 0")
+                ledger.execute("BEGIN IMMEDIATE")  # the database's write lock is free
+                ledger.execute("ROLLBACK")
+            finally:
+                ledger.close()
+    finally:
+        building.close()
+    starts: list[tuple[int, int]] = []
+    replay(url, ["postings"], parallel=True, on_start=lambda *args: starts.append(args))
+    assert starts == [(third, sqlite_story.position)]  # resumed in its file
+    assert _dumps(url) == before
+    assert not [name for name in os.listdir(os.path.dirname(path)) if ".replay-" in name]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another schema"])
+def test_a_scratch_file_that_cannot_be_trusted_is_started_afresh(
+    sqlite_story: Story, damage: str
+) -> None:
+    """A scratch file that is not a database, or whose copy does not have the live table's
+    shape, is not resumed."""
+    url = sqlite_story.runner.database.url
+    before = _dumps(url)
+    path = _build_postings_in_scratch(url, sqlite_story.position // 3)
+    if damage == "garbage":
+        with open(path, "r+b") as handle:
+            handle.write(b"not a database" * 100)
+    else:
+        connection = sqlite3.connect(path)
+        connection.execute("DROP INDEX IF EXISTS rm_postings__by_status__g1")
+        connection.commit()
+        connection.close()
+    starts: list[tuple[int, int]] = []
+    replay(url, ["postings"], parallel=True, on_start=lambda *args: starts.append(args))
+    assert starts == [(0, sqlite_story.position)]
+    assert _dumps(url) == before
+    assert not os.path.exists(path)
+
+
+def test_a_single_pass_replay_finishes_a_scratch_file_in_the_database(
+    sqlite_story: Story,
+) -> None:
+    """Too few events left for builders: the scratch file's copy is copied in and the rest
+    applied here."""
+    url = sqlite_story.runner.database.url
+    before = _dumps(url)
+    third = sqlite_story.position // 3
+    path = _build_postings_in_scratch(url, third)
+    starts: list[tuple[int, int]] = []
+    result = replay(url, ["postings"], parallel=False, on_start=lambda *a: starts.append(a))
+    assert starts == [(third, sqlite_story.position)]
+    assert result.events == sqlite_story.position - third
+    assert _dumps(url) == before
+    assert not os.path.exists(path)
+
+
+def test_a_copy_in_cut_short_is_done_again_from_the_scratch_file(
+    sqlite_story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy-in commits one table at a time: stopped after the first, the database holds a
+    copied table but no tracking row, so the next run copies the scratch file in again."""
+    from projections import rebuild
+
+    url = sqlite_story.runner.database.url
+    before = _dumps(url)
+    half = sqlite_story.position // 2
+    path = _build_postings_in_scratch(url, half)
+    real_create_copy = rebuild.create_copy
+
+    def failing(database: Database, cursor: Any, table: str, *args: Any, **kw: Any) -> None:
+        if table == "rm_posting_accounts" and kw.get("schema", "main") == "main":
+            raise RuntimeError("stopped half-way through the copy-in")
+        real_create_copy(database, cursor, table, *args, **kw)
+
+    monkeypatch.setattr(rebuild, "create_copy", failing)
+    with pytest.raises(RuntimeError, match="half-way"):
+        replay(url, ["postings"], parallel=False)
+    assert "rm_postings__replay" in _tables(url) and os.path.exists(path)
+    monkeypatch.setattr(rebuild, "create_copy", real_create_copy)
+    starts: list[tuple[int, int]] = []
+    replay(url, ["postings"], parallel=False, on_start=lambda *args: starts.append(args))
+    assert starts == [(half, sqlite_story.position)]
+    assert _dumps(url) == before
+    assert not os.path.exists(path)
+
+
+def test_a_copy_made_before_the_schema_changed_is_not_resumed(story: Story) -> None:
     """A copy of the database left by an interrupted replay is resumed only if it still has
     the live table's shape: one that lacks an index the live table has (as after a migration)
     is built again, so the swap never drops an index."""
-    story = open_story(database_url)
+    url = story.runner.database.url
+    before = _dumps(url)
+    database = Database(url)
+    connection = database.connect()
     try:
-        _history(story)
-        story.project()
-        url = database_url
-        before = _dumps(url)
-        database = Database(url)
-        connection = database.connect()
-        try:
-            copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
-            prepare_copies(database, connection, copy, generation=9)
-            build(database, connection, [copy], until=story.position // 2, batch_size=2)
-            with database.transaction(connection) as cursor:
-                if database.is_postgres:
-                    cursor.execute(
-                        "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
-                        "'rm_postings__replay'::regclass AND NOT indisprimary"
-                    )
-                    (index,) = cursor.fetchone()
-                else:
-                    index = "rm_postings__by_status__g9"
-                cursor.execute(f"DROP INDEX {index}")
-        finally:
-            connection.close()
-        starts: list[tuple[int, int]] = []
-        replay(url, ["postings"], on_start=lambda *args: starts.append(args))
-        assert starts == [(0, story.position)]
-        assert _dumps(url) == before
-        connection = database.connect()
-        try:
-            cursor = connection.cursor()
+        copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
+        prepare_copies(database, connection, copy, generation=9)
+        build(database, connection, [copy], until=story.position // 2, batch_size=2)
+        with database.transaction(connection) as cursor:
             if database.is_postgres:
-                assert len(_index_shapes(cursor, "rm_postings")) == 2  # key and by status
+                cursor.execute(
+                    "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = "
+                    "'rm_postings__replay'::regclass AND NOT indisprimary"
+                )
+                (index,) = cursor.fetchone()
             else:
-                cursor.execute("SELECT count(*) FROM sqlite_master WHERE tbl_name = 'rm_postings'")
-                assert cursor.fetchone() == (2,)  # the table (clustered on its key), by status
-        finally:
-            connection.close()
+                index = "rm_postings__by_status__g9"
+            cursor.execute(f"DROP INDEX {index}")
     finally:
-        close_story(story)
+        connection.close()
+    starts: list[tuple[int, int]] = []
+    replay(url, ["postings"], on_start=lambda *args: starts.append(args))
+    assert starts == [(0, story.position)]
+    assert _dumps(url) == before
+    connection = database.connect()
+    try:
+        cursor = connection.cursor()
+        if database.is_postgres:
+            assert len(_index_shapes(cursor, "rm_postings")) == 2  # key and by status
+        else:
+            cursor.execute("SELECT count(*) FROM sqlite_master WHERE tbl_name = 'rm_postings'")
+            assert cursor.fetchone() == (2,)  # the table (clustered on its key), by status
+    finally:
+        connection.close()
