@@ -35,7 +35,7 @@ from ledger_core import events as ev
 from ledger_core.types import NORMAL_BALANCE
 from projections import feed
 from projections.base import LoggedEvent, Projection, Writer
-from projections.db import BinaryRows, Cursor, Dialect, copy_binary, pg_array
+from projections.db import SQLITE_NULL, BinaryRows, Cursor, Dialect, copy_binary, pg_array
 
 #: Keys looked up per query when a batch loads its accounts or holds (SQLite allows 32766 bound
 #: variables per statement; two per key).
@@ -85,6 +85,9 @@ class ValueCache:
         self.is_postgres = dialect.name == "postgresql"
         self._uuids: dict[str, Any] = {}
         self._times: dict[str, str] = {}
+        self._row_ids: dict[bytes, bytearray] = {}
+        #: NULL in a row for `insert_rows`' nullable columns (see `projections.db.SQLITE_NULL`).
+        self.row_null: Any = None if self.is_postgres else SQLITE_NULL
 
     def uuid(self, text: str) -> Any:
         """The stored form of a UUID that repeats (a space's or an account's id)."""
@@ -100,6 +103,24 @@ class ValueCache:
         if self.is_postgres or text is None:
             return text
         return bytes.fromhex(text.replace("-", ""))
+
+    def row_id(self, stored: Any) -> Any:
+        """A stored id that repeats, as a value of a row to insert: SQLite binds a bytearray
+        as it is and bytes through its adapter registry (`projections.db.SQLITE_NULL`)."""
+        if self.is_postgres:
+            return stored
+        found = self._row_ids.get(stored)
+        if found is None:
+            found = self._row_ids[stored] = bytearray(stored)
+        return found
+
+    def row_uuid(self, text: str | None) -> Any:
+        """A UUID seen once, or None, as a value of a row to insert (see `row_id`)."""
+        if self.is_postgres:
+            return text
+        if text is None:
+            return SQLITE_NULL
+        return bytearray.fromhex(text.replace("-", ""))
 
     def time(self, text: str | None) -> str | None:
         if self.is_postgres or text is None:
@@ -479,8 +500,9 @@ class _Batch:
                     )
                 )
             return
-        posting = values.unique_uuid(posting_id)
+        posting = values.row_uuid(posting_id)
         recorded = values.time(logged.event.recorded_at)
+        row_id, space_row_id = values.row_id, values.row_id(space)
         for leg, entry in enumerate(entries):
             account = accounts[(space, uuid(entry.account_id))]
             account.dirty = True
@@ -491,8 +513,8 @@ class _Batch:
             daily[day_key] = daily.get(day_key, 0) + signed
             account.entries.append(
                 (
-                    space,
-                    account.account_id,
+                    space_row_id,
+                    row_id(account.account_id),
                     position,
                     leg,
                     posting,

@@ -62,6 +62,9 @@ _POSTING_COLUMNS: Final = (
     "declined_reason",
 )
 _STATUS, _ENTRIES, _REVERSED_BY = 3, 4, 14
+#: The rm_postings columns that may be NULL: merchant, category_id, expires_at, reverses,
+#: reversed_by, declined_reason (SQLite: `SQLITE_NULL` in the row, see `insert_rows`).
+_NULLABLE: Final = (7, 8, 11, 13, 14, 15)
 
 
 def _line(row: list[Any]) -> str:
@@ -116,7 +119,7 @@ class PostingsProjection(Projection):
                 key = (logged.stream_id, event.posting_id)
                 row = self._row(logged, event, values)
                 new_rows[key] = row
-                space, position = row[0], logged.position
+                space, position = values.uuid(logged.stream_id), logged.position
                 if binary is not None:  # PostgreSQL: packed for binary COPY at once
                     space = binary.uuid(space)
                 entries = event.entries
@@ -149,8 +152,9 @@ class PostingsProjection(Projection):
         positions = posting_positions(self.database, cursor, list(updates))
         rows = list(new_rows.values())
         if binary is None:
+            row_id = values.row_id
             touched = [
-                (space, account, position)
+                (row_id(space), row_id(account), position)
                 for (space, account) in sorted(positions_by_account)
                 for position in positions_by_account[(space, account)]
             ]
@@ -161,23 +165,24 @@ class PostingsProjection(Projection):
             status, reason = "declined", event.reason  # type: ignore[attr-defined]
         else:
             status, reason = ("pending" if event.pending else "posted"), None
+        null = values.row_null
         return [
-            values.uuid(logged.stream_id),
-            values.unique_uuid(event.posting_id),
+            values.row_id(values.uuid(logged.stream_id)),
+            values.row_uuid(event.posting_id),
             logged.position,
             status,
             encode_entries(event.entries),
             event.description,
             event.effective_date,
-            event.merchant,
-            values.unique_uuid(event.category_id),
+            null if event.merchant is None else event.merchant,
+            values.row_uuid(event.category_id),
             encode_metadata(event.metadata),
             values.boolean(event.pending),
-            values.time(event.expires_at),
+            null if event.expires_at is None else values.time(event.expires_at),
             values.time(event.recorded_at),
-            values.unique_uuid(event.reverses),
-            None,
-            reason,
+            values.row_uuid(event.reverses),
+            null,
+            null if reason is None else reason,
         ]
 
     def _write(
@@ -193,7 +198,9 @@ class PostingsProjection(Projection):
         if database.is_postgres:
             copy_text(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, map(_line, rows))
         else:
-            database.insert_rows(cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows)
+            database.insert_rows(
+                cursor, self.table_names["rm_postings"], _POSTING_COLUMNS, rows, nullable=_NULLABLE
+            )
         table, columns = self.table_names["rm_posting_accounts"], _POSTING_ACCOUNT_COLUMNS
         if database.is_postgres:
             copy_binary(cursor, table, columns, touched)  # packed as they were found

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import pytest
 
-from projections.db import Database, pg_array, pg_text_array
+from projections.balances import ValueCache
+from projections.db import SQLITE_NULL, Database, pg_array, pg_text_array
 
 TRICKY = ["plain", "tab\there", "new\nline", "back\\slash", "cr\rx", 'quote"s', "{brace,comma}",
           "NULL", "\\N", "", "ünïcødé ✓"]  # fmt: skip
@@ -120,5 +123,43 @@ def test_posting_lines_round_trip_free_text(postgres_url: str) -> None:
             None if value is None else "t" if value is True else str(value) for value in row
         )
         assert cursor.fetchall() == [expected, expected]
+    finally:
+        connection.close()
+
+
+def test_sqlite_rows_of_bytearrays_and_the_null_stand_in_store_blobs_and_nulls(
+    sqlite_url: str,
+) -> None:
+    """SQLite rows built for speed (ids as bytearrays, NULL as `SQLITE_NULL` in a nullable
+    column) store exactly what bytes and None store: BLOBs that equal the bytes, and NULLs;
+    text, numbers and a real empty text in a nullable column are kept."""
+    database = Database(sqlite_url)
+    connection = database.connect()
+    values = ValueCache(database.dialect)
+    space = uuid4()
+    stored = values.uuid(str(space))
+    try:
+        with database.transaction(connection) as cursor:
+            cursor.execute("CREATE TABLE t_blobs (id BLOB, other BLOB, note text, n integer)")
+            rows = [
+                (values.row_id(stored), values.row_uuid(None), values.row_null, 1),
+                (values.row_id(stored), values.row_uuid(str(space)), "", 2),
+                (values.row_id(stored), SQLITE_NULL, "note", values.row_null),
+            ]
+            database.insert_rows(
+                cursor, "t_blobs", ("id", "other", "note", "n"), rows, nullable=(1, 2, 3)
+            )
+            cursor.execute(
+                "SELECT typeof(id), id = ?, typeof(other), other, note, n FROM t_blobs "
+                "ORDER BY rowid",
+                (space.bytes,),
+            )
+            found = cursor.fetchall()
+        assert found == [
+            ("blob", 1, "null", None, None, 1),
+            ("blob", 1, "blob", space.bytes, "", 2),
+            ("blob", 1, "null", None, "note", None),
+        ]
+        assert values.row_id(stored) is values.row_id(stored)  # one bytearray per id a batch
     finally:
         connection.close()
