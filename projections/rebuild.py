@@ -329,7 +329,7 @@ def scratch_path(database: Database, name: str) -> str | None:
     if database.is_postgres:
         return None
     path = sqlite_path_from_url(database.url)
-    if path == ":memory:" or path.startswith("file:"):
+    if path == ":memory:":
         return None
     return f"{path}{SCRATCH_FILE_INFIX}{name}"
 

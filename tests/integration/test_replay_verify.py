@@ -128,14 +128,7 @@ def test_parallel_builders_give_the_same_tables_and_resume(story: Story) -> None
     assert _dumps(url) == together
     assert sum(events for events, _ in progress) == story.position
     assert [position for _, position in progress] == sorted({p for _, p in progress})
-    database = Database(url)
-    connection = database.connect()
-    try:
-        copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
-        prepare_copies(database, connection, copy, generation=9)
-        build(database, connection, [copy], until=story.position // 3, batch_size=2)
-    finally:
-        connection.close()
+    _build_in_database(url, "postings", story.position // 3, generation=9, batch_size=2)
     starts: list[tuple[int, int]] = []
     replay(url, parallel=True, on_start=lambda *args: starts.append(args))
     assert starts == [(0, story.position)]  # balances starts afresh, postings resumes
@@ -208,6 +201,19 @@ def test_replay_keeps_every_key_and_index(story: Story, parallel: bool) -> None:
         _sql(url, "INSERT INTO rm_entries SELECT * FROM rm_entries LIMIT 1")
 
 
+def _build_in_database(url: str, name: str, until: int, generation: int, batch_size: int) -> None:
+    """What an interrupted single-pass replay leaves: `name`'s copy in the database, built up
+    to `until`."""
+    database = Database(url)
+    connection = database.connect()
+    try:
+        copy = PROJECTIONS[name](database, REPLAY_SUFFIX)
+        prepare_copies(database, connection, copy, generation=generation)
+        build(database, connection, [copy], until=until, batch_size=batch_size)
+    finally:
+        connection.close()
+
+
 def test_replay_of_one_projection_leaves_the_other(story: Story) -> None:
     url = story.runner.database.url
     _sql(url, "UPDATE rm_postings SET description = 'tampered'")
@@ -221,14 +227,7 @@ def test_replay_of_one_projection_leaves_the_other(story: Story) -> None:
 def test_an_interrupted_replay_resumes_and_live_tables_stay_whole(story: Story) -> None:
     url = story.runner.database.url
     before = _dumps(url)
-    database = Database(url)
-    connection = database.connect()
-    try:
-        copy = PROJECTIONS["balances"](database, REPLAY_SUFFIX)
-        prepare_copies(database, connection, copy, generation=1)
-        build(database, connection, [copy], until=story.position // 2, batch_size=3)
-    finally:
-        connection.close()
+    _build_in_database(url, "balances", story.position // 2, generation=1, batch_size=3)
     # A half-built copy is invisible to readers: the live tables are untouched.
     assert _dumps(url) == before
     starts: list[tuple[int, int]] = []
@@ -727,12 +726,10 @@ def test_a_copy_made_before_the_schema_changed_is_not_resumed(story: Story) -> N
     is built again, so the swap never drops an index."""
     url = story.runner.database.url
     before = _dumps(url)
+    _build_in_database(url, "postings", story.position // 2, generation=9, batch_size=2)
     database = Database(url)
     connection = database.connect()
     try:
-        copy = PROJECTIONS["postings"](database, REPLAY_SUFFIX)
-        prepare_copies(database, connection, copy, generation=9)
-        build(database, connection, [copy], until=story.position // 2, batch_size=2)
         with database.transaction(connection) as cursor:
             if database.is_postgres:
                 cursor.execute(
