@@ -18,10 +18,9 @@ from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp
 
 from api.command_routes import COMMAND_ROUTES
-from api.fast_path import account_app, account_path_ids
+from api.fast_path import FastPath
 from api.gate import gate
 from api.limits import MAX_REQUEST_BODY_BYTES
 from api.metrics import HEAD_REQUEST, Metrics
@@ -65,7 +64,7 @@ def create_app(
         debug=False,
     )
     app.services = services
-    app.account_app = account_app(app, services.metrics.middleware)
+    app.fast_path = FastPath(app, services.metrics.middleware)
     return app
 
 
@@ -78,17 +77,16 @@ class LedgerApp(Litestar):
     #: What this app serves with (`api.services.services_of`).
     services: Services
 
-    #: GET account answered at the entry (api.fast_path); None: through Litestar only.
-    account_app: ASGIApp | None = None
+    #: The hottest routes answered at the entry (api.fast_path); None: through Litestar only.
+    fast_path: FastPath | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "HEAD":
             scope["method"] = "GET"
             scope[HEAD_REQUEST] = True  # the metrics count it as HEAD
             send = _without_body(send)
-        if self.account_app is not None and (ids := account_path_ids(scope)) is not None:
-            scope["path_params"] = {"space_id": ids[0], "account_id": ids[1]}
-            await self.account_app(scope, receive, send)
+        if self.fast_path is not None and (fast := self.fast_path.route(scope)) is not None:
+            await fast(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -326,9 +326,10 @@ async def close_account(
 
 POSTINGS: Final = "/v1/spaces/{space_id:str}/postings"
 POSTING: Final = POSTINGS + "/{posting_id:str}"
+BATCH: Final = POSTINGS + "/batch"
 
 
-def posting_spec(data: JSONBody[wire.PostingRequest]) -> cmd.PostingSpec:
+def posting_spec(data: wire.PostingRequest) -> cmd.PostingSpec:
     return cmd.PostingSpec(
         entries=tuple(
             cmd.EntrySpec(
@@ -358,14 +359,18 @@ async def record_posting(
     request: Req, key: IdempotencyKey, data: JSONBody[wire.PostingRequest]
 ) -> JsonAnswer:
     """Record a posting (or a hold, with `pending: true`)."""
-    command = cmd.RecordPosting(
+    return await json_answer(request, posting_command(request, key, data))
+
+
+def posting_command(request: Req, key: str, data: wire.PostingRequest) -> cmd.RecordPosting:
+    """The command of a POST posting (also answered at the app's entry: api.fast_path)."""
+    return cmd.RecordPosting(
         space_id=path_id(request, "space_id"), posting=posting_spec(data), **base(request, key)
     )
-    return await json_answer(request, command)
 
 
 @post(
-    POSTINGS + "/batch",
+    BATCH,
     opt=command_opt("space-write", wire.BatchRequest),
     responses={**problems(), **documented(201, wire.Batch, "The postings recorded")},
 )
@@ -373,12 +378,16 @@ async def record_batch(
     request: Req, key: IdempotencyKey, space_id: FromPath[str], data: JSONBody[wire.BatchRequest]
 ) -> JsonAnswer:
     """Record 1-1000 postings, all or none."""
-    command = cmd.RecordBatch(
+    return await json_answer(request, batch_command(request, key, data))
+
+
+def batch_command(request: Req, key: str, data: wire.BatchRequest) -> cmd.RecordBatch:
+    """The command of a POST batch (also answered at the app's entry: api.fast_path)."""
+    return cmd.RecordBatch(
         space_id=path_id(request, "space_id"),
         postings=tuple(posting_spec(item) for item in data.postings),
         **base(request, key),
     )
-    return await json_answer(request, command)
 
 
 @post(

@@ -75,14 +75,27 @@ async def gate(request: Request[Any, Any, Any]) -> None:
     admitted = await admit_caught_up(services, access, headers.get, request.path_params)
     remember(request.scope, admitted)
     if opt.get("command"):
-        key = rules.check_idempotency_key(headers.get("idempotency-key"))
-        if _header_lines(request, b"idempotency-key") > 1:
-            # Which one did the client mean? Not ours to pick (API.md: a bad header is 400).
-            raise errors.MalformedRequest("send one Idempotency-Key header, not several")
-        admitted.key = key
-        body_type: type[wire.RequestBody] | None = opt.get("body")
-        if body_type is not None:
-            await _decode_body(request, services, body_type, admitted.ids.get("space_id"), key)
+        await admit_command(request, services, admitted, headers.get, opt.get("body"))
+
+
+async def admit_command(
+    request: Request[Any, Any, Any],
+    services: Services,
+    admitted: Admitted,
+    header: Callable[[str], str | None],
+    body_type: type[wire.RequestBody] | None,
+) -> Any:
+    """What a command needs past `admit`: one sane `Idempotency-Key` (400) and, for a route
+    with a body, the body decoded into `body_type` (refusals stored with the key), which is
+    returned (and handed to Litestar as the request's parsed JSON); None without a body."""
+    key = rules.check_idempotency_key(header("idempotency-key"))
+    if _header_lines(request, b"idempotency-key") > 1:
+        # Which one did the client mean? Not ours to pick (API.md: a bad header is 400).
+        raise errors.MalformedRequest("send one Idempotency-Key header, not several")
+    admitted.key = key
+    if body_type is None:
+        return None
+    return await _decode_body(request, services, body_type, admitted.ids.get("space_id"), key)
 
 
 async def admit_caught_up(
@@ -139,7 +152,7 @@ async def _decode_body(
     body_type: type[wire.RequestBody],
     space_id: UUID | None,
     key: str,
-) -> None:
+) -> Any:
     try:
         raw = await request.body()
     except InternalServerException as error:
@@ -165,6 +178,7 @@ async def _decode_body(
     # converts to itself, so the body is decoded once, by the strict decoder above. (An empty
     # body gives no `data` to Litestar: the routes whose body may be empty default it.)
     ScopeState.from_scope(request.scope).json = decoded
+    return decoded
 
 
 def request_fingerprint(request: Request[Any, Any, Any], raw: bytes) -> bytes:

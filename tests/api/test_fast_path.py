@@ -8,6 +8,7 @@ first of each pair. Both backends: on PostgreSQL the read is the coalesced one.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,9 +21,10 @@ from litestar.datastructures import Headers
 from litestar.testing import TestClient
 
 from api.app import LedgerApp, create_app
-from api.fast_path import _header_reader, account_path_ids
+from api.fast_path import FastPath, _header_reader, account_path_ids, postings_path
 from ledger_core.settings import LedgerSettings
 from tests.api.conftest import ADMIN_TOKEN, Api, Book, settings_for
+from tests.api.test_hostile_input import _raw_asgi
 
 #: The bound of a `Ledger-Min-Position` wait in these tests (a position never reached).
 WAIT_SECONDS = 0.2
@@ -50,16 +52,20 @@ def book(api: Api) -> Book:
 class Answered:
     """Counts the requests the fast path answered."""
 
-    def __init__(self, app: LedgerApp) -> None:
+    def __init__(self, fast_path: FastPath) -> None:
         self.count = 0
-        inner = app.account_app
-        assert inner is not None, "the fast path is on by default"
+        self.fast_path = fast_path
+
+    def route(self, scope: Any) -> Any:
+        inner = self.fast_path.route(scope)
+        if inner is None:
+            return None
 
         async def counting(scope: Any, receive: Any, send: Any) -> None:
             self.count += 1
             await inner(scope, receive, send)
 
-        self.fast = counting
+        return counting
 
 
 def both_ways(client: TestClient[Litestar], send: Callable[[], httpx.Response]) -> httpx.Response:
@@ -67,17 +73,18 @@ def both_ways(client: TestClient[Litestar], send: Callable[[], httpx.Response]) 
     and return the fast path's."""
     app = client.app
     assert isinstance(app, LedgerApp)
-    answered = Answered(app)
-    fast_app = app.account_app
-    app.account_app = answered.fast
+    fast_path = app.fast_path
+    assert fast_path is not None, "the fast path is on by default"
+    answered = Answered(fast_path)
+    app.fast_path = answered  # type: ignore[assignment]
     try:
         fast = send()
     finally:
-        app.account_app = None
+        app.fast_path = None
     try:
         routed = send()
     finally:
-        app.account_app = fast_app
+        app.fast_path = fast_path
     assert answered.count == 1, "the fast path did not answer"
     assert (fast.status_code, _headers(fast), fast.content) == (
         routed.status_code,
@@ -86,6 +93,35 @@ def both_ways(client: TestClient[Litestar], send: Callable[[], httpx.Response]) 
     )
     assert fast.headers["x-request-id"]
     return fast
+
+
+def fast_only(client: TestClient[Litestar], send: Callable[[], httpx.Response]) -> httpx.Response:
+    """`send()`, asserting the fast path answered it."""
+    app = client.app
+    assert isinstance(app, LedgerApp) and app.fast_path is not None
+    fast_path = app.fast_path
+    answered = Answered(fast_path)
+    app.fast_path = answered  # type: ignore[assignment]
+    try:
+        answer = send()
+    finally:
+        app.fast_path = fast_path
+    assert answered.count == 1, "the fast path did not answer"
+    return answer
+
+
+def litestar_only(
+    client: TestClient[Litestar], send: Callable[[], httpx.Response]
+) -> httpx.Response:
+    """`send()` with the fast path off: Litestar answers it."""
+    app = client.app
+    assert isinstance(app, LedgerApp)
+    fast_path = app.fast_path
+    app.fast_path = None
+    try:
+        return send()
+    finally:
+        app.fast_path = fast_path
 
 
 def _headers(response: httpx.Response) -> list[tuple[str, str]]:
@@ -290,3 +326,189 @@ def test_other_spellings_of_the_path_answer_the_same(api: Api, book: Book) -> No
     routed = client.get(path + "/", headers=ADMIN)
     assert (fast.status_code, fast.json()) == (routed.status_code, routed.json())
     assert fast.status_code == 200
+
+
+# POST posting and POST batch ------------------------------------------------------------------
+
+
+def post(
+    api: Api, path: str, body: Any = None, *, key: str | None = "auto", **options: Any
+) -> Callable[[], httpx.Response]:
+    """A POST sent with `api.send`: each send with a fresh key unless `key` names one."""
+
+    def send() -> httpx.Response:
+        return api.send("POST", path, body, key=key, **options)
+
+    return send
+
+
+def batch_of(api: Api, book: Book, *amounts: str) -> dict[str, Any]:
+    return {"postings": [api.posting_body(book.groceries, book.card, a) for a in amounts]}
+
+
+def test_a_posting_and_a_batch_answer_as_litestar_replays_them(api: Api, book: Book) -> None:
+    """A new posting's answer is the same as Litestar's replay of it (but the replay header);
+    a replay through the fast path is the same as a replay through Litestar."""
+    client = api.client
+    for path, body in (
+        (book.postings, api.posting_body(book.groceries, book.card, "12.34")),
+        (book.postings + "/batch", batch_of(api, book, "1.00", "2.50")),
+    ):
+        first = fast_only(client, post(api, path, body, key=f"first {path}"))
+        assert first.status_code == 201, first.text
+        assert "idempotent-replayed" not in first.headers
+        assert int(first.headers["ledger-position"]) > 0
+        replayed = both_ways(client, post(api, path, body, key=f"first {path}"))
+        assert replayed.headers["idempotent-replayed"] == "true"
+        assert replayed.content == first.content
+        assert _headers(replayed) == sorted([*_headers(first), ("idempotent-replayed", "true")])
+        # The same key with another body, or on the other route: 409, both ways.
+        other = {"postings": [body]} if path == book.postings else body["postings"][0]
+        other_path = path + "/batch" if path == book.postings else book.postings
+        for conflict in (post(api, path, {**body, "x": 1}, key=f"first {path}"),
+                         post(api, other_path, other, key=f"first {path}")):  # fmt: skip
+            answer = both_ways(client, conflict)
+            assert answer.status_code in (409, 422), answer.text
+
+
+def test_a_posting_the_ledger_declines(api: Api, book: Book) -> None:
+    client = api.client
+    overdrawn = api.posting_body(book.groceries, book.checking, "5.00")  # checking: limit 0
+    declined = fast_only(client, post(api, book.postings, overdrawn, key="declined"))
+    assert (declined.status_code, declined.json()["code"]) == (422, "insufficient-funds")
+    # Stored: a retry answers the same refusal, both ways.
+    again = both_ways(client, post(api, book.postings, overdrawn, key="declined"))
+    assert again.json() == declined.json() and again.headers["idempotent-replayed"] == "true"
+    unknown = api.posting_body(book.groceries, str(uuid.uuid4()), "5.00")
+    answer = both_ways(client, post(api, book.postings, unknown))
+    assert (answer.status_code, answer.json()["code"]) == (404, "account-not-found")
+
+
+def test_tokens_and_spaces_on_commands(api: Api, book: Book) -> None:
+    client = api.client
+    other_space = api.open_space("Other")
+    reader = api.issue_token("read", [book.space])
+    outsider = api.issue_token("write", [other_space])
+    body = api.posting_body(book.groceries, book.card, "1.00")
+    cases = {
+        "reader": (api.as_token(reader), book.postings, 403),
+        "outsider": (api.as_token(outsider), book.postings, 404),
+        "none": (api.as_token(None), book.postings, 401),
+        "unknown": (api.as_token("ldg_nobody"), book.postings, 401),
+        "unknown space": (api, f"/v1/spaces/{uuid.uuid4()}/postings", 404),
+        "malformed space": (api, "/v1/spaces/not-a-uuid/postings", 404),
+    }
+    for name, (caller, path, status) in cases.items():
+        for route in (path, path + "/batch"):
+            sent = body if route == path else {"postings": [body]}
+            answer = both_ways(client, post(caller, route, sent))
+            assert answer.status_code == status, (name, route, answer.text)
+
+
+def test_keys_and_bodies_refused(api: Api, book: Book) -> None:
+    client = api.client
+    body = api.posting_body(book.groceries, book.card, "1.00")
+    path = book.postings
+    refused = {
+        "no key": (post(api, path, body, key=None), 400),
+        "empty key": (post(api, path, body, key=""), 400),
+        "key too long": (post(api, path, body, key="k" * 256), 400),
+        "not JSON": (
+            post(api, path, key=None, content=b"{", headers={"Idempotency-Key": "nj"}),
+            400,
+        ),
+        "empty body": (
+            post(api, path, key=None, content=b"", headers={"Idempotency-Key": "e"}),
+            None,
+        ),
+        "wrong shape": (post(api, path, {"entries": "no"}), 422),
+        "one entry": (post(api, path, {"entries": body["entries"][:1]}), 422),
+        "empty batch": (post(api, path + "/batch", {"postings": []}), 422),
+        "batch too big": (post(api, path + "/batch", {"postings": [body] * 1001}), 422),
+        "too large": (
+            post(
+                api,
+                path,
+                key=None,
+                content=b" " * (2 * 1024 * 1024 + 1),
+                headers={"Idempotency-Key": "big"},
+            ),
+            413,
+        ),
+    }
+    for name, (send, status) in refused.items():
+        answer = both_ways(client, send)
+        assert 400 <= answer.status_code < 500, (name, answer.text)
+        assert status is None or answer.status_code == status, (name, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json", name
+    # Two Idempotency-Key lines (sent raw: an HTTP client merges them): 400, both ways.
+    two_keys = [("Authorization", f"Bearer {ADMIN_TOKEN}"), ("Idempotency-Key", "a"),
+                ("Idempotency-Key", "b")]  # fmt: skip
+    message = {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+    app = client.app
+    assert isinstance(app, LedgerApp)
+    fast_path = app.fast_path
+    fast = _raw_asgi(api, path, two_keys, [message])
+    app.fast_path = None
+    try:
+        routed = _raw_asgi(api, path, two_keys, [message])
+    finally:
+        app.fast_path = fast_path
+    assert fast[0]["status"] == routed[0]["status"] == 400
+    assert fast[1:] == routed[1:]
+
+
+def test_a_command_records_who_and_where(api: Api, book: Book) -> None:
+    """The fast path records the token, request id, user agent and client address in the
+    events as Litestar does."""
+    headers = {"X-Request-ID": "fast-trace-1", "User-Agent": "fast-agent/1"}
+    body = api.posting_body
+    sends = [
+        post(api, book.postings, body(book.groceries, book.card, amount), headers=headers)
+        for amount in ("3.00", "4.00")
+    ]
+    answer = fast_only(api.client, sends[0])
+    assert answer.headers["x-request-id"] == "fast-trace-1"
+    assert litestar_only(api.client, sends[1]).status_code == answer.status_code == 201
+    events = api.ok(api.get("/v1/events", limit="500"), 200)["items"]
+    contexts = [e["data"]["context"] for e in events if e["type"] == "PostingRecorded"]
+    fast, routed = contexts[-2:]
+    assert fast == routed
+    assert fast["request_id"] == "fast-trace-1" and fast["user_agent"] == "fast-agent/1"
+    assert fast["token_id"] == "bootstrap-admin" and fast["client_address"]
+
+
+def test_commands_are_counted_under_their_route(api: Api, book: Book) -> None:
+    body = api.posting_body(book.groceries, book.card, "1.00")
+    api.ok(api.post(book.postings, body), 201)
+    api.ok(api.post(book.postings + "/batch", {"postings": [body]}), 201)
+    metrics = api.client.get("/metrics").text
+    for template in ("/v1/spaces/{space_id}/postings", "/v1/spaces/{space_id}/postings/batch"):
+        labels = f'method="POST",route="{template}",status="201"'
+        counted = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("ledger_http_requests_total{") and labels in line
+        ]
+        assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1, (template, metrics[:2000])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "answered"),
+    [
+        ("POST", "/v1/spaces/a/postings", ("a", False)),
+        ("POST", "/v1/spaces/a/postings/batch", ("a", True)),
+        ("POST", "/v1/spaces/a/postings/", None),
+        ("POST", "/v1/spaces/a/postings/batch/", None),
+        ("POST", "/v1/spaces/a/postings/b/void", None),
+        ("POST", "/v1/spaces/a/postings/b", None),
+        ("POST", "/v1/spaces//postings", None),
+        ("POST", "/v1/spaces/a/accounts", None),
+        ("GET", "/v1/spaces/a/postings", None),
+        ("PATCH", "/v1/spaces/a/postings", None),
+    ],
+)
+def test_which_commands_take_the_fast_path(
+    method: str, path: str, answered: tuple[str, bool] | None
+) -> None:
+    assert postings_path({"type": "http", "method": method, "path": path}) == answered
