@@ -14,7 +14,8 @@ same parts the Litestar routes use, in the same order:
 - the app's metrics middleware (counted under the route's template; `X-Request-ID` stamped),
 - the gate's `admit` (401, 404 for a space without a grant, 403, 404 for a malformed id),
 - for the commands, the gate's `admit_command` (the `Idempotency-Key`, the body read under the
-  route's size limit and decoded strictly, refusals stored with the key), then the route's own
+  route's size limit by `gate.read_body`, which reads it as Litestar does without building
+  Litestar's header objects, decoded strictly, refusals stored with the key), then the route's own
   command builder (`api.command_routes.posting_command` / `batch_command`) and `json_answer`,
 - for GET account, `api.read_routes.account_answer` (the `Ledger-Min-Position` wait, the
   coalesced read, the space-or-account not-found, the render),
@@ -28,7 +29,7 @@ Litestar, whose routes stay the documented ones (OpenAPI) and answer the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from litestar import Request
@@ -127,17 +128,22 @@ def command_app(
     handler = route_handler(app, path, "POST")
     access = handler.opt["access"]
     body_type = handler.opt["body"]
+    max_body_bytes = handler.resolve_request_max_body_size()
+    assert max_body_bytes is not None, "the app limits every request's body"
 
     async def answer_command(scope: Scope, receive: Receive, send: Send) -> None:
-        # The route's handler in the scope: the request's body is read under its size limit.
-        scope["route_handler"] = handler
+        scope["route_handler"] = handler  # as Litestar's router leaves it
         request: Request[Any, Any, Any] = Request(scope, receive, send)
         header = _header_reader(scope)
+
+        def read() -> Awaitable[bytes]:
+            return gate.read_body(scope, receive, max_body_bytes)
+
         try:
             services = app.services  # type: ignore[attr-defined]
             admitted = await gate.admit_caught_up(services, access, header, scope["path_params"])
             gate.remember(scope, admitted)
-            data = await gate.admit_command(request, services, admitted, header, body_type)
+            data = await gate.admit_command(request, services, admitted, header, body_type, read)
             assert admitted.key is not None, "admit_command sets the key"
             command = build(request, admitted.key, data)
             answer = await command_routes.json_answer(request, command)

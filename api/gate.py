@@ -14,13 +14,15 @@ the handler's `data` argument is that struct, decoded once, strictly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
 
 from litestar import Request
-from litestar.exceptions import InternalServerException
+from litestar.exceptions import ClientException, InternalServerException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import Receive
 from litestar.utils.scope.state import ScopeState
 
 from api import auth, wire
@@ -84,10 +86,12 @@ async def admit_command(
     admitted: Admitted,
     header: Callable[[str], str | None],
     body_type: type[wire.RequestBody] | None,
+    read: Callable[[], Awaitable[bytes]] | None = None,
 ) -> Any:
     """What a command needs past `admit`: one sane `Idempotency-Key` (400) and, for a route
     with a body, the body decoded into `body_type` (refusals stored with the key), which is
-    returned (and handed to Litestar as the request's parsed JSON); None without a body."""
+    returned (and handed to Litestar as the request's parsed JSON); None without a body.
+    `read()` reads the body (default: Litestar's `request.body()`)."""
     key = rules.check_idempotency_key(header("idempotency-key"))
     if _header_lines(request, b"idempotency-key") > 1:
         # Which one did the client mean? Not ours to pick (API.md: a bad header is 400).
@@ -95,7 +99,9 @@ async def admit_command(
     admitted.key = key
     if body_type is None:
         return None
-    return await _decode_body(request, services, body_type, admitted.ids.get("space_id"), key)
+    return await _decode_body(
+        request, services, body_type, admitted.ids.get("space_id"), key, read or request.body
+    )
 
 
 async def admit_caught_up(
@@ -152,9 +158,10 @@ async def _decode_body(
     body_type: type[wire.RequestBody],
     space_id: UUID | None,
     key: str,
+    read: Callable[[], Awaitable[bytes]],
 ) -> Any:
     try:
-        raw = await request.body()
+        raw = await read()
     except InternalServerException as error:
         # Litestar's only one from reading a body: the ASGI server said `http.disconnect`.
         raise ClientDisconnected(str(error.detail)) from error
@@ -179,6 +186,40 @@ async def _decode_body(
     # body gives no `data` to Litestar: the routes whose body may be empty default it.)
     ScopeState.from_scope(request.scope).json = decoded
     return decoded
+
+
+async def read_body(scope: Any, receive: Receive, max_bytes: int) -> bytes:
+    """The request's body, read from `receive` as Litestar's `Request.body()` reads it, without
+    building Litestar's header objects: 413 (RequestEntityTooLarge) when `Content-Length` or the
+    bytes received pass `max_bytes`, 400 for a `Content-Length` that is not an integer, and
+    Litestar's exception for a client that disconnected (the gate answers it)."""
+    announced = None
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length":
+            text = value.decode("latin-1")
+            try:
+                announced = int(text)
+            except ValueError:
+                raise ClientException(f"Invalid content-length: {text!r}") from None
+            break
+    if announced is not None and announced > max_bytes:
+        raise RequestEntityTooLarge
+    chunks = []
+    received = 0
+    while True:
+        event = await receive()
+        if event["type"] == "http.request":
+            chunk = event["body"]
+            if chunk:
+                received += len(chunk)
+                if received > max_bytes:
+                    raise RequestEntityTooLarge
+                chunks.append(chunk)
+            if not event.get("more_body", False):
+                break
+        elif event["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def request_fingerprint(request: Request[Any, Any, Any], raw: bytes) -> bytes:

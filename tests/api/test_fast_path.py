@@ -22,6 +22,8 @@ from litestar.testing import TestClient
 
 from api.app import LedgerApp, create_app
 from api.fast_path import FastPath, _header_reader, account_path_ids, postings_path
+from api.limits import MAX_REQUEST_BODY_BYTES
+from api.problems import CLIENT_CLOSED_REQUEST_STATUS
 from ledger_core.settings import LedgerSettings
 from tests.api.conftest import ADMIN_TOKEN, Api, Book, settings_for
 from tests.api.test_hostile_input import _raw_asgi
@@ -442,20 +444,109 @@ def test_keys_and_bodies_refused(api: Api, book: Book) -> None:
         assert status is None or answer.status_code == status, (name, answer.text)
         assert answer.headers["content-type"] == "application/problem+json", name
     # Two Idempotency-Key lines (sent raw: an HTTP client merges them): 400, both ways.
-    two_keys = [("Authorization", f"Bearer {ADMIN_TOKEN}"), ("Idempotency-Key", "a"),
-                ("Idempotency-Key", "b")]  # fmt: skip
+    two_keys = [("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
     message = {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
-    app = client.app
-    assert isinstance(app, LedgerApp)
+    assert raw_both_ways(api, path, two_keys, [message])[0]["status"] == 400
+
+
+def raw_both_ways(
+    api: Api, path: str, headers: list[tuple[str, str]], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """POST `path` straight into the app (header lines and body messages exactly as given, with
+    the admin token) through the fast path, then through Litestar; assert both sent the same
+    messages (but the request id) and return the fast path's."""
+    app = api.client.app
+    assert isinstance(app, LedgerApp) and app.fast_path is not None
     fast_path = app.fast_path
-    fast = _raw_asgi(api, path, two_keys, [message])
-    app.fast_path = None
+    answered = Answered(fast_path)
+    lines = [("Authorization", f"Bearer {ADMIN_TOKEN}"), *headers]
+    app.fast_path = answered  # type: ignore[assignment]
     try:
-        routed = _raw_asgi(api, path, two_keys, [message])
+        fast = _raw_asgi(api, path, lines, messages)
+        app.fast_path = None
+        routed = _raw_asgi(api, path, lines, messages)
     finally:
         app.fast_path = fast_path
-    assert fast[0]["status"] == routed[0]["status"] == 400
-    assert fast[1:] == routed[1:]
+    assert answered.count == 1, "the fast path did not answer"
+    assert _without_request_id(fast) == _without_request_id(routed)
+    return fast
+
+
+def _without_request_id(sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**message, "headers": [h for h in message["headers"] if h[0] != b"x-request-id"]}
+        if "headers" in message
+        else message
+        for message in sent
+    ]
+
+
+def test_bodies_read_in_pieces_and_refused_on_the_way(api: Api, book: Book) -> None:
+    """The fast path reads a body as Litestar does: in pieces, up to MAX_REQUEST_BODY_BYTES
+    announced or received, a Content-Length that is no number, a client gone halfway."""
+    body = json.dumps(api.posting_body(book.groceries, book.card, "2.00")).encode()
+    path = book.postings
+
+    def pieces(data: bytes, size: int, last: bool = True) -> list[dict[str, Any]]:
+        parts = [data[i : i + size] for i in range(0, len(data), size)]
+        return [
+            {"type": "http.request", "body": part, "more_body": not last or i < len(parts) - 1}
+            for i, part in enumerate(parts)
+        ]
+
+    def status(sent: list[dict[str, Any]]) -> int:
+        return int(sent[0]["status"])
+
+    # In pieces: recorded (then replayed, both ways, from the first send's key).
+    key = ("Idempotency-Key", "in pieces")
+    first = fast_only_raw(api, path, [key], pieces(body, 7))
+    assert status(first) == 201
+    assert status(raw_both_ways(api, path, [key], pieces(body, 7))) == 201
+    # At the limit (spaces are JSON whitespace): not refused for its size.
+    padded = body + b" " * (MAX_REQUEST_BODY_BYTES - len(body))
+    at_limit = [("Idempotency-Key", "at limit")]
+    assert status(fast_only_raw(api, path, at_limit, pieces(padded, 65536))) == 201
+    assert status(raw_both_ways(api, path, at_limit, pieces(padded, 65536))) == 201
+    over = padded + b" "
+    cases: dict[str, tuple[list[tuple[str, str]], list[dict[str, Any]], int]] = {
+        "received past the limit": ([], pieces(over, 65536), 413),
+        "announced past the limit": (
+            [("Content-Length", str(len(over)))],
+            pieces(body, 65536),
+            413,
+        ),
+        "announced at the limit, sent past it": (
+            [("Content-Length", str(len(padded)))],
+            pieces(over, 65536),
+            413,
+        ),
+        "Content-Length not a number": ([("Content-Length", "12x")], pieces(body, 65536), 400),
+        "gone halfway": (
+            [],
+            [*pieces(body[:20], 10, last=False), {"type": "http.disconnect"}],
+            CLIENT_CLOSED_REQUEST_STATUS,
+        ),
+    }
+    for name, (headers, messages, expected) in cases.items():
+        keyed = [("Idempotency-Key", f"refused {name}"), *headers]
+        assert status(raw_both_ways(api, path, keyed, messages)) == expected, name
+
+
+def fast_only_raw(
+    api: Api, path: str, headers: list[tuple[str, str]], messages: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    app = api.client.app
+    assert isinstance(app, LedgerApp) and app.fast_path is not None
+    fast_path = app.fast_path
+    answered = Answered(fast_path)
+    app.fast_path = answered  # type: ignore[assignment]
+    try:
+        sent = _raw_asgi(api, path, [("Authorization", f"Bearer {ADMIN_TOKEN}"), *headers],
+                         messages)  # fmt: skip
+    finally:
+        app.fast_path = fast_path
+    assert answered.count == 1, "the fast path did not answer"
+    return sent
 
 
 def test_a_command_records_who_and_where(api: Api, book: Book) -> None:
