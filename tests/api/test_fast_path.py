@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -27,6 +27,8 @@ from api.problems import CLIENT_CLOSED_REQUEST_STATUS
 from ledger_core.settings import LedgerSettings
 from tests.api.conftest import ADMIN_TOKEN, Api, Book, settings_for
 from tests.api.test_hostile_input import _raw_asgi
+
+T = TypeVar("T")
 
 #: The bound of a `Ledger-Min-Position` wait in these tests (a position never reached).
 WAIT_SECONDS = 0.2
@@ -73,21 +75,8 @@ class Answered:
 def both_ways(client: TestClient[Litestar], send: Callable[[], httpx.Response]) -> httpx.Response:
     """`send()` through the fast path, then through Litestar; assert the answers are the same
     and return the fast path's."""
-    app = client.app
-    assert isinstance(app, LedgerApp)
-    fast_path = app.fast_path
-    assert fast_path is not None, "the fast path is on by default"
-    answered = Answered(fast_path)
-    app.fast_path = answered  # type: ignore[assignment]
-    try:
-        fast = send()
-    finally:
-        app.fast_path = None
-    try:
-        routed = send()
-    finally:
-        app.fast_path = fast_path
-    assert answered.count == 1, "the fast path did not answer"
+    fast = fast_only(client, send)
+    routed = litestar_only(client, send)
     assert (fast.status_code, _headers(fast), fast.content) == (
         routed.status_code,
         _headers(routed),
@@ -97,10 +86,10 @@ def both_ways(client: TestClient[Litestar], send: Callable[[], httpx.Response]) 
     return fast
 
 
-def fast_only(client: TestClient[Litestar], send: Callable[[], httpx.Response]) -> httpx.Response:
+def fast_only(client: TestClient[Litestar], send: Callable[[], T]) -> T:
     """`send()`, asserting the fast path answered it."""
     app = client.app
-    assert isinstance(app, LedgerApp) and app.fast_path is not None
+    assert isinstance(app, LedgerApp) and app.fast_path is not None, "on by default"
     fast_path = app.fast_path
     answered = Answered(fast_path)
     app.fast_path = answered  # type: ignore[assignment]
@@ -112,9 +101,7 @@ def fast_only(client: TestClient[Litestar], send: Callable[[], httpx.Response]) 
     return answer
 
 
-def litestar_only(
-    client: TestClient[Litestar], send: Callable[[], httpx.Response]
-) -> httpx.Response:
+def litestar_only(client: TestClient[Litestar], send: Callable[[], T]) -> T:
     """`send()` with the fast path off: Litestar answers it."""
     app = client.app
     assert isinstance(app, LedgerApp)
@@ -455,21 +442,18 @@ def raw_both_ways(
     """POST `path` straight into the app (header lines and body messages exactly as given, with
     the admin token) through the fast path, then through Litestar; assert both sent the same
     messages (but the request id) and return the fast path's."""
-    app = api.client.app
-    assert isinstance(app, LedgerApp) and app.fast_path is not None
-    fast_path = app.fast_path
-    answered = Answered(fast_path)
-    lines = [("Authorization", f"Bearer {ADMIN_TOKEN}"), *headers]
-    app.fast_path = answered  # type: ignore[assignment]
-    try:
-        fast = _raw_asgi(api, path, lines, messages)
-        app.fast_path = None
-        routed = _raw_asgi(api, path, lines, messages)
-    finally:
-        app.fast_path = fast_path
-    assert answered.count == 1, "the fast path did not answer"
+    send = _raw_post(api, path, headers, messages)
+    fast = fast_only(api.client, send)
+    routed = litestar_only(api.client, send)
     assert _without_request_id(fast) == _without_request_id(routed)
     return fast
+
+
+def _raw_post(
+    api: Api, path: str, headers: list[tuple[str, str]], messages: list[dict[str, Any]]
+) -> Callable[[], list[dict[str, Any]]]:
+    lines = [("Authorization", f"Bearer {ADMIN_TOKEN}"), *headers]
+    return lambda: _raw_asgi(api, path, lines, messages)
 
 
 def _without_request_id(sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -499,13 +483,15 @@ def test_bodies_read_in_pieces_and_refused_on_the_way(api: Api, book: Book) -> N
 
     # In pieces: recorded (then replayed, both ways, from the first send's key).
     key = ("Idempotency-Key", "in pieces")
-    first = fast_only_raw(api, path, [key], pieces(body, 7))
+    first = fast_only(api.client, _raw_post(api, path, [key], pieces(body, 7)))
     assert status(first) == 201
     assert status(raw_both_ways(api, path, [key], pieces(body, 7))) == 201
     # At the limit (spaces are JSON whitespace): not refused for its size.
     padded = body + b" " * (MAX_REQUEST_BODY_BYTES - len(body))
     at_limit = [("Idempotency-Key", "at limit")]
-    assert status(fast_only_raw(api, path, at_limit, pieces(padded, 65536))) == 201
+    assert (
+        status(fast_only(api.client, _raw_post(api, path, at_limit, pieces(padded, 65536)))) == 201
+    )
     assert status(raw_both_ways(api, path, at_limit, pieces(padded, 65536))) == 201
     over = padded + b" "
     cases: dict[str, tuple[list[tuple[str, str]], list[dict[str, Any]], int]] = {
@@ -530,23 +516,6 @@ def test_bodies_read_in_pieces_and_refused_on_the_way(api: Api, book: Book) -> N
     for name, (headers, messages, expected) in cases.items():
         keyed = [("Idempotency-Key", f"refused {name}"), *headers]
         assert status(raw_both_ways(api, path, keyed, messages)) == expected, name
-
-
-def fast_only_raw(
-    api: Api, path: str, headers: list[tuple[str, str]], messages: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    app = api.client.app
-    assert isinstance(app, LedgerApp) and app.fast_path is not None
-    fast_path = app.fast_path
-    answered = Answered(fast_path)
-    app.fast_path = answered  # type: ignore[assignment]
-    try:
-        sent = _raw_asgi(api, path, [("Authorization", f"Bearer {ADMIN_TOKEN}"), *headers],
-                         messages)  # fmt: skip
-    finally:
-        app.fast_path = fast_path
-    assert answered.count == 1, "the fast path did not answer"
-    return sent
 
 
 def test_a_command_records_who_and_where(api: Api, book: Book) -> None:
