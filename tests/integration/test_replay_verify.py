@@ -569,7 +569,6 @@ def test_project_exits_when_a_projection_stops_on_an_unexpected_error(
     def broken(*_args: Any, **_kwargs: Any) -> int:
         raise RuntimeError("the disk said no\nDETAIL: more")
 
-    monkeypatch.setattr(projections.runner, "apply_next_batch", broken)
     monkeypatch.setattr(projections.runner.ProjectionRunner, "step", broken)
     started = time.monotonic()
     result = CliRunner().invoke(
