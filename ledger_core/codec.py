@@ -22,13 +22,13 @@ import msgspec
 from ledger_core import events as ev
 from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.events import EVENT_TYPES, UPCASTERS, Event, event_topic
-from ledger_core.records import Outcome
+from ledger_core.records import StoredOutcome
 
 _encoder = msgspec.json.Encoder()
 _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     event_topic(cls): msgspec.json.Decoder(cls) for cls in EVENT_TYPES.values()
 }
-_outcome_decoder: msgspec.json.Decoder[Outcome] = msgspec.json.Decoder(Outcome)  # type: ignore[arg-type]
+_outcome_decoder: msgspec.json.Decoder[StoredOutcome] = msgspec.json.Decoder(StoredOutcome)  # type: ignore[arg-type]
 _topics: dict[type[Event], str] = {cls: event_topic(cls) for cls in EVENT_TYPES.values()}
 
 
@@ -130,11 +130,12 @@ def event_to_builtins(event: Event) -> dict[str, Any]:
     return result
 
 
-def encode_outcome(outcome: Outcome, cipher: Cipher = CLEAR) -> bytes:
+def encode_outcome(outcome: StoredOutcome, cipher: Cipher = CLEAR) -> bytes:
     """A command's answer as stored with its key: sealed whole (it holds names, descriptions
     and metadata)."""
     return cipher.seal_blob(_encoder.encode(outcome))
 
 
-def decode_outcome(data: bytes, cipher: Cipher = CLEAR) -> Outcome:
+def decode_outcome(data: bytes, cipher: Cipher = CLEAR) -> StoredOutcome:
+    """A stored answer; a batch's is `BatchStored`, which the writer resolves from the log."""
     return _outcome_decoder.decode(cipher.open_blob(data))

@@ -8,7 +8,8 @@ The only module of `ledger_core` that speaks SQL. Three tables:
 - `ledger_snapshots`: eventsourcing's aggregate-recorder table, one snapshot of a space's state
   every `SNAPSHOT_INTERVAL_EVENTS`.
 - `ledger_commands`: what each command created, keyed by an id derived from (scope, idempotency
-  key), with the request's fingerprint and the stored answer. Its primary key makes a key unique
+  key), with the request's fingerprint and the stored answer (a recorded batch's as where its
+  events are: `records.BatchStored`). Its primary key makes a key unique
   forever; posting rows (`posting_status`, `posting_version`, `reversed_by`) let the writer find a
   posting that is no longer in memory (to reverse it, or to say why it cannot be voided).
 
@@ -177,9 +178,18 @@ class LedgerStore:
     def stream(self, stream_id: UUID, after_version: int = 0) -> list[StoredEvent]:
         return list(self.events.select_events(stream_id, gt=after_version))
 
+    def stream_range(self, stream_id: UUID, first_version: int, count: int) -> list[StoredEvent]:
+        """The events at versions `first_version` to `first_version + count - 1` (those that
+        exist), in order."""
+        return list(
+            self.events.select_events(
+                stream_id, gt=first_version - 1, lte=first_version + count - 1
+            )
+        )
+
     def stream_event(self, stream_id: UUID, version: int) -> StoredEvent | None:
-        events = self.stream(stream_id, after_version=version - 1)
-        return events[0] if events and events[0].originator_version == version else None
+        events = self.stream_range(stream_id, version, 1)
+        return events[0] if events else None
 
     def latest_snapshot(self, stream_id: UUID) -> StoredEvent | None:
         found = self.snapshots.select_events(stream_id, desc=True, limit=1)

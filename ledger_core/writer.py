@@ -53,11 +53,13 @@ from ledger_core.money import ISO_4217_EXPONENTS, CurrencyTable, check_asset_cod
 from ledger_core.records import (
     AssetRecord,
     BatchRecord,
+    BatchStored,
     CommandResult,
     Outcome,
     PostingRecord,
     RefusalRecord,
     SpaceRecord,
+    StoredOutcome,
     TokenRecord,
 )
 from ledger_core.state import (
@@ -66,6 +68,7 @@ from ledger_core.state import (
     SpaceState,
     decode_snapshot,
     encode_snapshot,
+    posting_record,
 )
 from ledger_core.store import (
     GLOBAL_SCOPE,
@@ -78,6 +81,7 @@ from ledger_core.store import (
     StoreUnavailable,
     is_unavailable,
 )
+from ledger_core.types import PostingStatus
 
 logger = logging.getLogger(__name__)
 
@@ -706,7 +710,7 @@ class Writer:
                 # even when this body would be a not-found: look it up before answering that.
                 found = self.store.command_rows(scope_id, [row_id]).get(row_id)
                 if found is not None and found.fingerprint is not None and found.outcome:
-                    outcome = decode_outcome(found.outcome, self.cipher)
+                    outcome = self._resolved(scope_id, decode_outcome(found.outcome, self.cipher))
                     stored = KeyAnswer(found.fingerprint, outcome, found)
                     _answer_known(request, stored, digest, self.cipher)
                     return
@@ -720,7 +724,7 @@ class Writer:
             if row.event_index is None:  # a success that records nothing (freeze a frozen one)
                 self._check_fresh(space_id, scope_state)
             request.error = _refusal_error_of(outcome)
-        row.outcome = encode_outcome(outcome, self.cipher)
+        row.outcome = encode_outcome(_stored_form(outcome, row, plan), self.cipher)
         plan.batch.command_rows.append(row)
         request.answer = KeyAnswer(fingerprint, outcome, row)
         scope_state.remember_key(row_id, request.answer)
@@ -1228,9 +1232,29 @@ class Writer:
             assert scope_state is not None
             for row_id, row in self.store.command_rows(scope_id, ids).items():
                 if row.fingerprint is not None and row.outcome is not None:
-                    outcome = decode_outcome(row.outcome, self.cipher)
+                    outcome = self._resolved(scope_id, decode_outcome(row.outcome, self.cipher))
                     answer = KeyAnswer(row.fingerprint, outcome, row)
                     scope_state.remember_key(row_id, answer)
+
+    def _resolved(self, scope_id: UUID, outcome: StoredOutcome) -> Outcome:
+        """A stored answer as it was given: a batch's (`BatchStored`) rebuilt from its events."""
+        if not isinstance(outcome, BatchStored):
+            return outcome
+        stored = self.store.stream_range(scope_id, outcome.first_version, outcome.count)
+        postings = []
+        for item in stored:
+            event = decode_event(item.topic, item.state, self.cipher)
+            if not isinstance(event, ev.PostingRecorded):
+                break
+            status: PostingStatus = "pending" if event.pending else "posted"
+            postings.append(posting_record(scope_id, event, status))
+        if len(postings) != outcome.count:
+            raise RuntimeError(
+                f"the stored answer of a batch in space {scope_id} names {outcome.count} "
+                f"postings from version {outcome.first_version}; the log holds "
+                f"{len(postings)} there"
+            )
+        return BatchRecord(postings=tuple(postings))
 
     def _prefetch_postings(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
         """Find the postings that captures, voids and reversals name and that are not in memory
@@ -1318,6 +1342,18 @@ def _answer_of(request: _Request) -> tuple[Any, bool]:
     outcome = answer.outcome
     assert not isinstance(outcome, RefusalRecord)
     return CommandResult(outcome=outcome, position=position, replayed=request.replayed), False
+
+
+def _stored_form(outcome: Outcome, row: CommandRow, plan: _Plan) -> StoredOutcome:
+    """What is stored with the key: the answer, or for a recorded batch where its postings are
+    in the log (`BatchStored`: its events are consecutive versions, the last one the row's)."""
+    if not isinstance(outcome, BatchRecord) or row.event_index is None:
+        return outcome
+    count = len(outcome.postings)
+    last = plan.batch.events[row.event_index]
+    first = plan.batch.events[row.event_index - count + 1]
+    assert first.originator_version == last.originator_version - count + 1, "one run of events"
+    return BatchStored(first_version=first.originator_version, count=count)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -603,6 +603,77 @@ def test_batch_retry_and_not_found_item(book: Book) -> None:
     assert missing.extra["index"] == 1  # which item names it
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
+def test_a_batch_answer_is_stored_as_its_events_and_replayed_exactly(
+    database_url: str, clock: ManualClock, sealed: bool
+) -> None:
+    """A recorded batch's key stores where its postings are in the log (`BatchStored`), not a
+    second copy of them; a retry after the key left memory, or after a restart, rebuilds the
+    answer from the events: equal to the first answer, field for field (texts sealed at rest
+    opened again, a hold still pending with its expiry). A batch stored whole by an earlier
+    version is still answered from what it stored."""
+    from ledger_core.codec import decode_outcome, encode_outcome
+    from ledger_core.crypto import generate_key
+    from ledger_core.records import BatchRecord, BatchStored
+    from ledger_core.settings import LedgerSettings
+
+    settings = LedgerSettings(encryption_key=generate_key() if sealed else None)
+    with Ledger.open(database_url, settings=settings, clock=clock) as ledger:
+        book = Book(ledger)
+        checking, equity = book.open(), book.open("equity")
+        held = cmd.PostingSpec(
+            entries=spec(checking, equity, "2.50").entries,
+            pending=True,
+            expires_at=START + timedelta(days=3),
+            description="card hold",
+            merchant="Café Ünïcode",
+            metadata={"card": "4242"},
+        )
+        plain = spec(equity, checking, "1.00")
+        command = batch_of(book, [plain, held, plain], key="stored-batch")
+        first = ledger.execute(command)
+        assert [p.status for p in first.outcome.postings] == ["posted", "pending", "posted"]  # type: ignore[union-attr]
+        row_id = rules.command_id(book.space_id, "stored-batch")
+        [row] = ledger.store.command_rows(book.space_id, [row_id]).values()
+        stored = decode_outcome(row.outcome, ledger.cipher)  # type: ignore[arg-type]
+        versions = [e.originator_version for e in ledger.store.stream(book.space_id)]
+        assert stored == BatchStored(first_version=versions[-3], count=3)
+        assert len(row.outcome or b"") < 200  # not the postings again
+
+        ledger.writer.call(lambda: ledger.writer.spaces.pop(book.space_id))  # keys forgotten
+        again = ledger.execute(command)
+        assert (again.outcome, again.position, again.replayed) == (
+            first.outcome,
+            first.position,
+            True,
+        )
+        book.refused("idempotency-key-reused", batch_of(book, [plain], key="stored-batch"))
+
+        # An answer stored whole (before BatchStored) is answered as stored.
+        older = ledger.execute(batch_of(book, [plain], key="stored-whole"))
+        whole_id = rules.command_id(book.space_id, "stored-whole")
+        whole = encode_outcome(older.outcome, ledger.cipher)
+        assert isinstance(older.outcome, BatchRecord)
+        with ledger.store.datastore.transaction(commit=True) as cursor:
+            mark = ledger.store._mark
+            cursor.execute(
+                f"UPDATE ledger_commands SET outcome = {mark} WHERE id = {mark}",
+                (whole, whole_id if database_url.startswith("postgres") else whole_id.hex),
+            )
+    with Ledger.open(database_url, settings=settings, clock=clock) as reopened:
+        retried = reopened.execute(command)
+        assert (retried.outcome, retried.position, retried.replayed) == (
+            first.outcome,
+            first.position,
+            True,
+        )
+        whole_again = cmd.RecordBatch(
+            space_id=book.space_id, postings=(plain,), idempotency_key="stored-whole"
+        )
+        kept = reopened.execute(whole_again)
+        assert (kept.outcome, kept.replayed) == (older.outcome, True)
+
+
 # Assets ------------------------------------------------------------------------------------------
 
 
