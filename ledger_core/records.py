@@ -126,6 +126,19 @@ class BatchStored(
     count: int
 
 
+class PostingStored(
+    msgspec.Struct, frozen=True, kw_only=True, tag="posting-event", tag_field="record", gc=False
+):
+    """How a recorded posting's answer (a `RecordPosting` that was not declined) is stored with
+    its key: the version of its event in its space's stream, answered as it was recorded
+    (posted, or pending for a hold), as `BatchStored` does for each posting of a batch. Measured
+    on the HTTP benchmark (single postings, PostgreSQL, about 104,000 in 10 s): the commands
+    table 31 MB against 83 MB with the answer stored whole (about 300 bytes a posting against
+    800), the same postings/s within noise."""
+
+    version: int
+
+
 class RefusalRecord(
     msgspec.Struct, frozen=True, kw_only=True, tag="refusal", tag_field="record", gc=False
 ):
@@ -151,7 +164,7 @@ Outcome = (
 )
 
 #: What `ledger_commands.outcome` holds: an answer, or for a batch where to find it in the log.
-StoredOutcome = Outcome | BatchStored
+StoredOutcome = Outcome | BatchStored | PostingStored
 
 
 class CommandResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):

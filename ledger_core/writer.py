@@ -57,6 +57,7 @@ from ledger_core.records import (
     CommandResult,
     Outcome,
     PostingRecord,
+    PostingStored,
     RefusalRecord,
     SpaceRecord,
     StoredOutcome,
@@ -724,7 +725,7 @@ class Writer:
             if row.event_index is None:  # a success that records nothing (freeze a frozen one)
                 self._check_fresh(space_id, scope_state)
             request.error = _refusal_error_of(outcome)
-        row.outcome = encode_outcome(_stored_form(outcome, row, plan), self.cipher)
+        row.outcome = encode_outcome(_stored_form(command, outcome, row, plan), self.cipher)
         plan.batch.command_rows.append(row)
         request.answer = KeyAnswer(fingerprint, outcome, row)
         scope_state.remember_key(row_id, request.answer)
@@ -1237,24 +1238,34 @@ class Writer:
                     scope_state.remember_key(row_id, answer)
 
     def _resolved(self, scope_id: UUID, outcome: StoredOutcome) -> Outcome:
-        """A stored answer as it was given: a batch's (`BatchStored`) rebuilt from its events."""
-        if not isinstance(outcome, BatchStored):
-            return outcome
-        stored = self.store.stream_range(scope_id, outcome.first_version, outcome.count)
+        """A stored answer as it was given: a posting's (`PostingStored`) or a batch's
+        (`BatchStored`) rebuilt from its events."""
+        if isinstance(outcome, PostingStored):
+            [posting] = self._recorded_postings(scope_id, outcome.version, 1)
+            return posting
+        if isinstance(outcome, BatchStored):
+            postings = self._recorded_postings(scope_id, outcome.first_version, outcome.count)
+            return BatchRecord(postings=postings)
+        return outcome
+
+    def _recorded_postings(
+        self, space_id: UUID, first_version: int, count: int
+    ) -> tuple[PostingRecord, ...]:
+        """The answers of the postings recorded at versions `first_version` onwards (`count`
+        of them): each as it was recorded, posted or pending."""
         postings = []
-        for item in stored:
+        for item in self.store.stream_range(space_id, first_version, count):
             event = decode_event(item.topic, item.state, self.cipher)
             if not isinstance(event, ev.PostingRecorded):
                 break
             status: PostingStatus = "pending" if event.pending else "posted"
-            postings.append(posting_record(scope_id, event, status))
-        if len(postings) != outcome.count:
+            postings.append(posting_record(space_id, event, status))
+        if len(postings) != count:
             raise RuntimeError(
-                f"the stored answer of a batch in space {scope_id} names {outcome.count} "
-                f"postings from version {outcome.first_version}; the log holds "
-                f"{len(postings)} there"
+                f"a stored answer in space {space_id} names {count} postings recorded from "
+                f"version {first_version}; the log holds {len(postings)} there"
             )
-        return BatchRecord(postings=tuple(postings))
+        return tuple(postings)
 
     def _prefetch_postings(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
         """Find the postings that captures, voids and reversals name and that are not in memory
@@ -1344,16 +1355,24 @@ def _answer_of(request: _Request) -> tuple[Any, bool]:
     return CommandResult(outcome=outcome, position=position, replayed=request.replayed), False
 
 
-def _stored_form(outcome: Outcome, row: CommandRow, plan: _Plan) -> StoredOutcome:
-    """What is stored with the key: the answer, or for a recorded batch where its postings are
-    in the log (`BatchStored`: its events are consecutive versions, the last one the row's)."""
-    if not isinstance(outcome, BatchRecord) or row.event_index is None:
+def _stored_form(
+    command: cmd.Command, outcome: Outcome, row: CommandRow, plan: _Plan
+) -> StoredOutcome:
+    """What is stored with the key: the answer, or for a recorded posting or batch where its
+    postings are in the log (`PostingStored`, `BatchStored`: a batch's events are consecutive
+    versions, the last one the row's). Their answers are exactly what `posting_record` makes of
+    those events with the status they were recorded with (`_record_posting`, `_record_batch`)."""
+    if row.event_index is None:
         return outcome
-    count = len(outcome.postings)
     last = plan.batch.events[row.event_index]
-    first = plan.batch.events[row.event_index - count + 1]
-    assert first.originator_version == last.originator_version - count + 1, "one run of events"
-    return BatchStored(first_version=first.originator_version, count=count)
+    if isinstance(outcome, PostingRecord) and isinstance(command, cmd.RecordPosting):
+        return PostingStored(version=last.originator_version)
+    if isinstance(outcome, BatchRecord):
+        count = len(outcome.postings)
+        first = plan.batch.events[row.event_index - count + 1]
+        assert first.originator_version == last.originator_version - count + 1, "one run"
+        return BatchStored(first_version=first.originator_version, count=count)
+    return outcome
 
 
 def _utc(moment: datetime | None) -> datetime | None:

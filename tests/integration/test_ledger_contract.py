@@ -604,17 +604,17 @@ def test_batch_retry_and_not_found_item(book: Book) -> None:
 
 
 @pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
-def test_a_batch_answer_is_stored_as_its_events_and_replayed_exactly(
+def test_a_posting_or_batch_answer_is_stored_as_its_events_and_replayed_exactly(
     database_url: str, clock: ManualClock, sealed: bool
 ) -> None:
-    """A recorded batch's key stores where its postings are in the log (`BatchStored`), not a
-    second copy of them; a retry after the key left memory, or after a restart, rebuilds the
-    answer from the events: equal to the first answer, field for field (texts sealed at rest
-    opened again, a hold still pending with its expiry). A batch stored whole by an earlier
-    version is still answered from what it stored."""
+    """A recorded posting's or batch's key stores where its postings are in the log
+    (`PostingStored`, `BatchStored`), not a second copy of them; a retry after the key left
+    memory, or after a restart, rebuilds the answer from the events: equal to the first answer,
+    field for field (texts sealed at rest opened again, a hold still pending with its expiry).
+    A batch stored whole by an earlier version is still answered from what it stored."""
     from ledger_core.codec import decode_outcome, encode_outcome
     from ledger_core.crypto import generate_key
-    from ledger_core.records import BatchRecord, BatchStored
+    from ledger_core.records import BatchRecord, BatchStored, PostingStored
     from ledger_core.settings import LedgerSettings
 
     settings = LedgerSettings(encryption_key=generate_key() if sealed else None)
@@ -639,6 +639,22 @@ def test_a_batch_answer_is_stored_as_its_events_and_replayed_exactly(
         versions = [e.originator_version for e in ledger.store.stream(book.space_id)]
         assert stored == BatchStored(first_version=versions[-3], count=3)
         assert len(row.outcome or b"") < 200  # not the postings again
+        single = book.posting(
+            checking,
+            equity,
+            "4.00",
+            key="stored-posting",
+            pending=True,
+            expires_at=START + timedelta(days=1),
+            description="hotel",
+            metadata={"room": "12"},
+        )
+        first_single = ledger.execute(single)
+        single_id = rules.command_id(book.space_id, "stored-posting")
+        [single_row] = ledger.store.command_rows(book.space_id, [single_id]).values()
+        assert decode_outcome(single_row.outcome, ledger.cipher) == PostingStored(  # type: ignore[arg-type]
+            version=versions[-1] + 1
+        )
 
         ledger.writer.call(lambda: ledger.writer.spaces.pop(book.space_id))  # keys forgotten
         again = ledger.execute(command)
@@ -648,6 +664,12 @@ def test_a_batch_answer_is_stored_as_its_events_and_replayed_exactly(
             True,
         )
         book.refused("idempotency-key-reused", batch_of(book, [plain], key="stored-batch"))
+        single_again = ledger.execute(single)
+        assert (single_again.outcome, single_again.position, single_again.replayed) == (
+            first_single.outcome,
+            first_single.position,
+            True,
+        )
 
         # An answer stored whole (before BatchStored) is answered as stored.
         older = ledger.execute(batch_of(book, [plain], key="stored-whole"))
@@ -672,6 +694,7 @@ def test_a_batch_answer_is_stored_as_its_events_and_replayed_exactly(
         )
         kept = reopened.execute(whole_again)
         assert (kept.outcome, kept.replayed) == (older.outcome, True)
+        assert reopened.execute(single).outcome == first_single.outcome
 
 
 # Assets ------------------------------------------------------------------------------------------
