@@ -8,8 +8,9 @@ The only module of `ledger_core` that speaks SQL. Three tables:
 - `ledger_snapshots`: eventsourcing's aggregate-recorder table, one snapshot of a space's state
   every `SNAPSHOT_INTERVAL_EVENTS`.
 - `ledger_commands`: what each command created, keyed by an id derived from (scope, idempotency
-  key), with the request's fingerprint and the stored answer (a recorded batch's as where its
-  events are: `records.BatchStored`). Its primary key makes a key unique
+  key), with the request's fingerprint and the stored answer (a recorded posting's or batch's
+  as where its events are: `records.PostingStored`, `records.BatchStored`). Its primary key
+  makes a key unique
   forever; posting rows (`posting_status`, `posting_version`, `reversed_by`) let the writer find a
   posting that is no longer in memory (to reverse it, or to say why it cannot be voided).
 
