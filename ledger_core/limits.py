@@ -75,9 +75,20 @@ MAX_QUEUED_POSTINGS: Final = 20_000
 #: How many recent idempotency keys each space keeps in memory; older keys are found in the
 #: commands table, whose primary key is what makes a key unique forever.
 RECENT_KEYS_PER_SPACE: Final = 50_000
+#: After a batch of a space conflicts (a key used before the in-memory window, or another
+#: process appended first), the writer looks up the unknown keys of the space's next batches in
+#: the commands table before deciding them, until this many batches in a row bring no such key.
+#: (Without it, a client retrying old keys made every batch they were in conflict, drop the
+#: space's state and reload it: about 230 such retries a second over HTTP here.)
+KEY_CHECK_BATCHES_AFTER_CONFLICT: Final = 100
 #: A snapshot of a space's state is written after this many new events in its stream, so loading a
 #: space replays at most this many events after the snapshot.
 SNAPSHOT_INTERVAL_EVENTS: Final = 5_000
+#: A load of a space that replayed at least this many events after its snapshot (its cached state
+#: was dropped: evicted, or after a conflict) snapshots it once its next batch lands, so loading it
+#: again replays fewer. Without it, each batch that reused a key older than the in-memory window
+#: (`RECENT_KEYS_PER_SPACE`) reloaded the space from a snapshot up to 5,000 events old.
+SNAPSHOT_AFTER_LOAD_EVENTS: Final = 500
 #: How many times the writer retries a batch after a concurrent writer (another process) appended
 #: to the same space first, before answering `unavailable`.
 MAX_APPEND_ATTEMPTS: Final = 20

@@ -39,6 +39,7 @@ from ledger_core import events as ev
 from ledger_core.codec import decode_event, decode_outcome, encode_event, encode_outcome
 from ledger_core.crypto import CLEAR, Cipher
 from ledger_core.limits import (
+    KEY_CHECK_BATCHES_AFTER_CONFLICT,
     MAX_APPEND_ATTEMPTS,
     MAX_ASSET_NAME_LENGTH,
     MAX_COMMANDS_PER_APPEND,
@@ -47,6 +48,7 @@ from ledger_core.limits import (
     MAX_QUEUED_POSTINGS,
     MAX_SPACE_NAME_LENGTH,
     MAX_SPACES_PER_TOKEN,
+    SNAPSHOT_AFTER_LOAD_EVENTS,
     SNAPSHOT_INTERVAL_EVENTS,
 )
 from ledger_core.money import ISO_4217_EXPONENTS, CurrencyTable, check_asset_code, check_exponent
@@ -274,6 +276,9 @@ class Writer:
         self._global_due = 0.0
         self.spaces: OrderedDict[UUID, SpaceState] = OrderedDict()
         self.snapshot_versions: dict[UUID, int] = {}
+        #: Spaces whose next batches have their unknown keys looked up before they are decided
+        #: (see `_check_keys`): space id -> how many more batches without an old key.
+        self._key_checks: dict[UUID, int] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._committer = concurrent.futures.ThreadPoolExecutor(
@@ -481,6 +486,7 @@ class Writer:
             live = [r for r in requests if self._admit(r)]
             states = self._states_for(live)
             live = [r for r in live if r.error is None]
+            self._check_keys(live, states)
             plan = _Plan(self.clock(), self.cipher)
             self._prefetch_postings(live, states)
             for state in states.values():
@@ -511,8 +517,10 @@ class Writer:
         try:
             if flight.future is not None:
                 flight.future.result()
-        except (AppendConflict, StoreUnavailable):
+        except (AppendConflict, StoreUnavailable) as error:
             # StoreUnavailable too: _process retries once more, then answers `unavailable`.
+            if isinstance(error, AppendConflict):
+                self._arm_key_checks(flight.states)
             self._forget(flight.states)
             if upcoming is not None:
                 self._forget(upcoming.states)
@@ -584,6 +592,7 @@ class Writer:
                 request.reset()
             states = self._states_for(live)
             live = [r for r in live if r.error is None]
+            self._check_keys(live, states)
             plan = _Plan(now, self.cipher)
             self._prefetch_postings(live, states)
             for state in states.values():
@@ -596,6 +605,7 @@ class Writer:
             except AppendConflict:
                 # Another process appended first (or a key was used before): reload what this
                 # batch touched from the store and decide the batch again.
+                self._arm_key_checks(states)
                 self._forget(states)
                 self._load_keys(live, self._states_for(live))
                 continue
@@ -1185,13 +1195,21 @@ class Writer:
         if state is not None:
             self.spaces.move_to_end(space_id)
             return state
-        state = self.load_space(space_id)
+        state, replayed = self._load_space(space_id)
         if state is not None:
+            if replayed >= SNAPSHOT_AFTER_LOAD_EVENTS:
+                # Snapshot it once its next batch lands, as if its last snapshot were a full
+                # interval old: the next load (after a conflict, say) starts from there.
+                self.snapshot_versions[space_id] = state.version - SNAPSHOT_INTERVAL_EVENTS
             self._cache(space_id, state)
         return state
 
     def load_space(self, space_id: UUID) -> SpaceState | None:
         """A space's state from its latest snapshot and the events after it (None: no space)."""
+        return self._load_space(space_id)[0]
+
+    def _load_space(self, space_id: UUID) -> tuple[SpaceState | None, int]:
+        """`load_space`, and how many events it replayed after the snapshot."""
         snapshot = self.store.latest_snapshot(space_id)
         state = (
             decode_snapshot(self.cipher.open_blob(snapshot.state))
@@ -1199,14 +1217,16 @@ class Writer:
             else SpaceState(space_id)
         )
         self.snapshot_versions[space_id] = state.version
+        replayed = 0
         for stored in self.store.stream(space_id, after_version=state.version):
             event = decode_event(stored.topic, stored.state, self.cipher)
             if state.version == 0 and not isinstance(event, ev.SpaceOpened):
-                return None
+                return None, replayed
             state.apply(event)
+            replayed += 1
         if state.opened_at is None:
-            return None
-        return state
+            return None, replayed
+        return state, replayed
 
     def _cache(self, space_id: UUID, state: SpaceState) -> None:
         self.spaces[space_id] = state
@@ -1214,10 +1234,13 @@ class Writer:
         while len(self.spaces) > MAX_CACHED_SPACES:
             evicted, _ = self.spaces.popitem(last=False)
             self.snapshot_versions.pop(evicted, None)
+            self._key_checks.pop(evicted, None)
 
-    def _load_keys(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
+    def _load_keys(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> set[UUID]:
         """After a conflict, read the commands table for every key of the batch that is not in
-        memory: one of them may have been used by another process, or long ago."""
+        memory: one of them may have been used by another process, or long ago. Returns the
+        scopes where one was found."""
+        found: set[UUID] = set()
         wanted: dict[UUID, list[UUID]] = {}
         for request in requests:
             space_id = _space_of(request.command)
@@ -1236,6 +1259,35 @@ class Writer:
                     outcome = self._resolved(scope_id, decode_outcome(row.outcome, self.cipher))
                     answer = KeyAnswer(row.fingerprint, outcome, row)
                     scope_state.remember_key(row_id, answer)
+                    found.add(scope_id)
+        return found
+
+    def _arm_key_checks(self, states: dict[UUID, SpaceState]) -> None:
+        """A batch of these spaces conflicted: look up the unknown keys of their next batches
+        before deciding them (`_check_keys`)."""
+        for space_id in states:
+            self._key_checks[space_id] = KEY_CHECK_BATCHES_AFTER_CONFLICT
+
+    def _check_keys(self, requests: list[_Request], states: dict[UUID, SpaceState]) -> None:
+        """For the spaces whose batches conflicted lately, read the commands table for the keys
+        of this batch that are not in memory before it is decided (`_load_keys`), so a key used
+        before the in-memory window answers from the store at once, not after a conflict that
+        drops the space's state and reloads it. One lookup per batch, and only after a conflict:
+        a space stays checked while its batches keep bringing such keys, and for
+        `KEY_CHECK_BATCHES_AFTER_CONFLICT` batches after the last one."""
+        checked = {
+            space_id: state for space_id, state in states.items() if space_id in self._key_checks
+        }
+        if not checked:
+            return
+        found = self._load_keys([r for r in requests if _space_of(r.command) in checked], checked)
+        for space_id in checked:
+            if space_id in found:
+                self._key_checks[space_id] = KEY_CHECK_BATCHES_AFTER_CONFLICT
+            elif self._key_checks[space_id] > 1:
+                self._key_checks[space_id] -= 1
+            else:
+                del self._key_checks[space_id]
 
     def _resolved(self, scope_id: UUID, outcome: StoredOutcome) -> Outcome:
         """A stored answer as it was given: a posting's (`PostingStored`) or a batch's

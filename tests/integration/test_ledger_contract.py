@@ -792,6 +792,110 @@ def test_reloaded_space_equals_the_live_one(
         assert reopened.inspect(book.space_id, state_fingerprint) == live
 
 
+def _version(book: Book) -> int:
+    version: int = book.ledger.inspect(book.space_id, lambda s: s.version)
+    return version
+
+
+@pytest.mark.parametrize("below", [True, False])
+def test_a_load_that_replays_many_events_leaves_a_snapshot_behind(
+    book: Book, monkeypatch: pytest.MonkeyPatch, below: bool
+) -> None:
+    import ledger_core.writer
+
+    checking, equity = book.open(), book.open("equity")
+    for _ in range(3):
+        book.post(checking, equity, "1.00")
+    replayed = _version(book)  # no snapshot yet: a load replays every event of the space
+    limit = replayed + 1 if below else replayed
+    monkeypatch.setattr(ledger_core.writer, "SNAPSHOT_AFTER_LOAD_EVENTS", limit)
+    writer = book.ledger.writer
+    writer.call(lambda: writer.spaces.pop(book.space_id))  # its next batch loads it
+    book.post(checking, equity, "1.00")
+    snapshot = book.ledger.store.latest_snapshot(book.space_id)
+    if below:
+        assert snapshot is None
+    else:
+        assert snapshot is not None and snapshot.originator_version == _version(book)
+    assert book.reloaded() == book.fingerprint()
+
+
+def test_after_a_key_conflict_the_next_batches_look_their_keys_up_first(
+    book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key older than the in-memory window makes its batch conflict once; the space's next
+    batches look up their unknown keys before they are decided (no conflict, no reload of the
+    space), until `KEY_CHECK_BATCHES_AFTER_CONFLICT` batches in a row bring no old key."""
+    import ledger_core.state
+    import ledger_core.writer
+    from ledger_core.store import AppendConflict
+
+    monkeypatch.setattr(ledger_core.state, "RECENT_KEYS_PER_SPACE", 2)
+    monkeypatch.setattr(ledger_core.writer, "KEY_CHECK_BATCHES_AFTER_CONFLICT", 3)
+    store = book.ledger.store
+    counts = {"conflicts": 0, "lookups": 0, "loads": 0}
+    append, command_rows, latest_snapshot = (
+        store.append,
+        store.command_rows,
+        store.latest_snapshot,
+    )
+
+    def counted_append(batch: Any) -> Any:
+        try:
+            return append(batch)
+        except AppendConflict:
+            counts["conflicts"] += 1
+            raise
+
+    def counted_rows(scope_id: UUID, ids: Any) -> Any:
+        counts["lookups"] += 1
+        return command_rows(scope_id, ids)
+
+    def counted_loads(stream_id: UUID) -> Any:
+        counts["loads"] += 1
+        return latest_snapshot(stream_id)
+
+    monkeypatch.setattr(store, "append", counted_append)
+    monkeypatch.setattr(store, "command_rows", counted_rows)
+    monkeypatch.setattr(store, "latest_snapshot", counted_loads)
+    checking, equity = book.open(), book.open("equity")
+    first = {
+        key: book.ledger.execute(book.posting(checking, equity, "2.00", key=key))
+        for key in ("old-1", "old-2", "old-3")
+    }
+    for _ in range(3):
+        book.post(checking, equity, "1.00")
+    assert counts == {"conflicts": 0, "lookups": 0, "loads": 0}
+
+    retry = book.ledger.execute(book.posting(checking, equity, "2.00", key="old-1"))
+    assert (retry.outcome, retry.position, retry.replayed) == (
+        first["old-1"].outcome,
+        first["old-1"].position,
+        True,
+    )
+    assert counts["conflicts"] == 1 and counts["loads"] == 1  # dropped and reloaded once
+
+    # Armed: the next old keys are found before deciding, as a replay and as a reuse.
+    retry = book.ledger.execute(book.posting(checking, equity, "2.00", key="old-2"))
+    assert (retry.position, retry.replayed) == (first["old-2"].position, True)
+    book.refused("idempotency-key-reused", book.posting(checking, equity, "2.50", key="old-3"))
+    assert counts["conflicts"] == 1 and counts["loads"] == 1
+
+    # Three batches without an old key (the limit) are still looked up; the next ones are not.
+    lookups = counts["lookups"]
+    for _ in range(3):
+        book.post(checking, equity, "1.00")
+    assert counts["lookups"] == lookups + 3
+    for _ in range(2):
+        book.post(checking, equity, "1.00")
+    assert counts["lookups"] == lookups + 3
+    assert counts["conflicts"] == 1 and counts["loads"] == 1
+    assert book.posted(checking) == 3 * 200 + 8 * 100
+    recorded = [e for e in book.events(ev.PostingRecorded) if e.idempotency_key.startswith("old")]
+    assert len(recorded) == 3
+    assert book.reloaded() == book.fingerprint()
+
+
 def test_reload_from_a_snapshot(
     book: Book, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
