@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -63,8 +64,10 @@ class Served:
         self.log = log
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@contextmanager
+def ledger_serving(tmp_path: Path, *arguments: str) -> Iterator[Served]:
+    """`ledger serve` (with `arguments`) on a free port and an SQLite file in `tmp_path`, started
+    with the README's admin token; stopped (SIGTERM) on the way out."""
     port = free_port()
     token = admin_token(README.read_text())
     environment = dict(
@@ -75,7 +78,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     log = tmp_path / "serve.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [*ledger_command(), "serve", "--port", str(port)],
+            [*ledger_command(), "serve", "--port", str(port), *arguments],
             env=environment,
             cwd=tmp_path,
             stdout=output,
@@ -93,6 +96,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with ledger_serving(tmp_path) as serving:
+        yield serving
 
 
 def wait_for_health(base_url: str, process: subprocess.Popen[str], log: Path) -> None:
