@@ -27,8 +27,7 @@ from ledger_core.types import CommandContext
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8000
-#: The servers `ledger serve` can run the app on; the default is the one that measured faster
-#: here. granian serves it over its native RSGI interface (api.rsgi), uvicorn over ASGI.
+#: The ASGI servers `ledger serve` can run; the default is the one that measured faster here.
 SERVERS: Final = ("granian", "uvicorn")
 DEFAULT_SERVER: Final = "granian"
 #: The event loops `ledger serve` can run on. uvloop (libuv, in C) is the default where it is
@@ -54,7 +53,7 @@ GC_YOUNG_THRESHOLD: Final = 20_000
     type=click.Choice(SERVERS),
     default=DEFAULT_SERVER,
     show_default=True,
-    help="The HTTP server (granian over RSGI, uvicorn over ASGI).",
+    help="The ASGI server.",
 )
 @click.option(
     "--loop",
@@ -132,22 +131,17 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve_granian(app: Any, host: str, port: int) -> None:
-    """granian's embedded server in this event loop, on its native RSGI interface
-    (`api.rsgi`), inside the app's lifespan (startup hooks before it listens, shutdown hooks
-    after it stops). It installs no signal handlers itself, so SIGINT and SIGTERM are wired to
-    its graceful stop: in-flight requests finish and the app's shutdown hooks close the ledger
-    and the projections."""
+    """granian's embedded server in this event loop. It installs no signal handlers itself, so
+    SIGINT and SIGTERM are wired to its graceful stop: in-flight requests finish and the app's
+    shutdown hooks close the ledger and the projections."""
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
-    from api.rsgi import RSGIApp
-
-    async with app.lifespan():
-        server = Server(RSGIApp(app), address=host, port=port, interface=Interfaces.RSGI)
-        loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signal_number, server.stop)
-        await server.serve()
+    server = Server(app, address=host, port=port, interface=Interfaces.ASGI)
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, server.stop)
+    await server.serve()
 
 
 #: What `ledger serve` says on standard error when it runs without encryption keys.

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -64,10 +63,8 @@ class Served:
         self.log = log
 
 
-@contextmanager
-def ledger_serving(tmp_path: Path, *arguments: str) -> Iterator[Served]:
-    """`ledger serve` (with `arguments`) on a free port and an SQLite file in `tmp_path`, started
-    with the README's admin token; stopped (SIGTERM) on the way out."""
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     token = admin_token(README.read_text())
     environment = dict(
@@ -78,7 +75,7 @@ def ledger_serving(tmp_path: Path, *arguments: str) -> Iterator[Served]:
     log = tmp_path / "serve.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [*ledger_command(), "serve", "--port", str(port), *arguments],
+            [*ledger_command(), "serve", "--port", str(port)],
             env=environment,
             cwd=tmp_path,
             stdout=output,
@@ -96,12 +93,6 @@ def ledger_serving(tmp_path: Path, *arguments: str) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    with ledger_serving(tmp_path) as serving:
-        yield serving
 
 
 def wait_for_health(base_url: str, process: subprocess.Popen[str], log: Path) -> None:
